@@ -1,0 +1,1 @@
+"""Atari environments, PPO experts and early-exit policies."""
