@@ -1,0 +1,65 @@
+"""YAML configs → dataclasses, rl-zoo style: a default section plus optional per-game overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ee_rl.errors import UserError
+
+T = TypeVar("T")
+
+#: Repository-level ``configs/`` directory (for a source checkout; packaged defaults are dataclass defaults).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, unreadable or non-mapping file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def merged_section(data: dict[str, Any], default: str, override: str | None) -> dict[str, Any]:
+    """``data[default]`` updated with ``data[override]`` (if that section exists)."""
+    if default not in data:
+        raise UserError(f"config has no '{default}' section (sections: {', '.join(map(str, data))})")
+    merged = dict(data[default] or {})
+    if override is not None and override in data:
+        merged.update(data[override] or {})
+    return merged
+
+
+def build_dataclass(cls: type[T], values: dict[str, Any], source: str) -> T:
+    """Instantiate dataclass ``cls`` from ``values``, coercing numbers; unknown keys are a :class:`UserError`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {source}; accepted: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(cls, name, None)
+        try:
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError
+            elif isinstance(default, int) and not isinstance(value, str):
+                if float(value) != int(value):
+                    raise ValueError
+                value = int(value)
+            elif isinstance(default, float) and not isinstance(value, str):
+                value = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: '{name}' must be a {type(default).__name__}, got {value!r}") from None
+        kwargs[name] = value
+    return cls(**kwargs)

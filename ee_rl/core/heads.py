@@ -1,0 +1,146 @@
+"""Internal classifier (IC) heads: SDN pooling and a conv -> pool -> linear classifier with optional cascade input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class SDNPool(nn.Module):
+    """SDN mixed pooling ``gamma * avgpool(x) + (1 - gamma) * maxpool(x)``, both adaptive to ``size x size``.
+
+    ``gamma = sigmoid(gamma_logit)`` with one learnable scalar ``gamma_logit`` (initialised to 0, i.e. gamma = 0.5):
+    the sigmoid keeps gamma in [0, 1] without clamping, so its gradient never vanishes at a boundary.
+    Inputs smaller than ``size`` are upsampled by the adaptive pools (overlapping windows).
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        super().__init__()
+        self.size = _positive_int("SDNPool size", size)
+        self.gamma_logit = nn.Parameter(torch.zeros(()))
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        """The mixing weight of the average pool, in [0, 1]."""
+        return torch.sigmoid(self.gamma_logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool ``(B, C, H, W)`` to ``(B, C, size, size)``."""
+        if x.dim() != 4:
+            raise ValueError(f"SDNPool expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        avg = F.adaptive_avg_pool2d(x, self.size)
+        mx = F.adaptive_max_pool2d(x, self.size)
+        # lerp(mx, avg, g) = mx + g * (avg - mx) = g * avg + (1 - g) * mx, in one op.
+        return torch.lerp(mx, avg, self.gamma)
+
+
+class InternalClassifier(nn.Module):
+    """An IC head: conv 3x3 (padding 1) -> ReLU -> :class:`SDNPool` -> flatten -> [concat cascade input] -> linear.
+
+    Cascade connection (ZTW eq. 1): with ``cascade_in > 0`` the head also receives the previous IC's logits
+    ``(B, cascade_in)``, optionally LayerNorm-ed, concatenated to the pooled features before the linear layer.
+    By default they are detached (stop-gradient, ZTW section 3 / appendix C.3) so IC m's loss never changes
+    IC m-1; ``detach_cascade=False`` is the "no stop-gradient" ablation.
+
+    Args:
+        in_channels: channels of the stage output this head is attached to.
+        num_classes: K, the number of output logits.
+        out_channels: conv output channels (default: ``in_channels``, as in ZTW).
+        stride: conv stride (ZTW: 1 on CIFAR, 2 on larger images, 4 on Atari).
+        pool_size: SDN pooling output size (4 -> 4x4).
+        cascade_in: size of the previous IC's logits fed in (0 = no cascade input: IC 1, or SDN's independent ICs).
+        cascade_layer_norm: apply LayerNorm to the cascade input (ZTW's ImageNet setting).
+        detach_cascade: stop the gradient through the cascade input (default True).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        out_channels: int | None = None,
+        stride: int = 1,
+        pool_size: int = 4,
+        cascade_in: int = 0,
+        cascade_layer_norm: bool = False,
+        detach_cascade: bool = True,
+    ) -> None:
+        super().__init__()
+        in_channels = _positive_int("in_channels", in_channels)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        out_channels = in_channels if out_channels is None else _positive_int("out_channels", out_channels)
+        stride = _positive_int("stride", stride)
+        if isinstance(cascade_in, bool) or not isinstance(cascade_in, int) or cascade_in < 0:
+            raise ValueError(f"cascade_in must be a non-negative integer (0 = no cascade input), got {cascade_in!r}")
+        self.cascade_in = cascade_in
+        self.detach_cascade = bool(detach_cascade)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
+        self.pool = SDNPool(pool_size)
+        self.cascade_norm = nn.LayerNorm(cascade_in) if (cascade_layer_norm and cascade_in > 0) else None
+        self.linear = nn.Linear(out_channels * self.pool.size**2 + cascade_in, self.num_classes)
+
+    def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Return logits ``(B, num_classes)`` for stage output ``x``; ``prev_logits`` iff ``cascade_in > 0``."""
+        h = F.relu(self.conv(x), inplace=True)
+        h = self.pool(h).flatten(1)
+        if self.cascade_in:
+            if prev_logits is None:
+                raise ValueError("this InternalClassifier has a cascade input: pass the previous IC's logits as prev_logits")
+            if prev_logits.shape != (h.shape[0], self.cascade_in):
+                raise ValueError(
+                    f"prev_logits must have shape (batch={h.shape[0]}, cascade_in={self.cascade_in}), "
+                    f"got {tuple(prev_logits.shape)}"
+                )
+            c = prev_logits.detach() if self.detach_cascade else prev_logits
+            if self.cascade_norm is not None:
+                c = self.cascade_norm(c)
+            h = torch.cat((h, c), dim=1)
+        elif prev_logits is not None:
+            raise ValueError("this InternalClassifier has no cascade input (cascade_in=0): do not pass prev_logits")
+        return self.linear(h)
+
+
+def make_internal_classifiers(
+    in_channels: Sequence[int],
+    num_classes: int,
+    *,
+    cascade: bool = True,
+    out_channels: Sequence[int | None] | None = None,
+    stride: int = 1,
+    pool_size: int = 4,
+    cascade_layer_norm: bool = False,
+    detach_cascade: bool = True,
+) -> nn.ModuleList:
+    """Build one IC per entry of ``in_channels`` (channels of the stages they attach to), in order.
+
+    ``cascade=True`` gives ZTW's cascade (IC 1 has no cascade input, IC m gets IC m-1's K logits);
+    ``cascade=False`` gives SDN's independent ICs. Other arguments are passed to every :class:`InternalClassifier`.
+    """
+    in_channels = list(in_channels)
+    if not in_channels:
+        raise ValueError("make_internal_classifiers needs at least one entry in in_channels")
+    outs = [None] * len(in_channels) if out_channels is None else list(out_channels)
+    if len(outs) != len(in_channels):
+        raise ValueError(f"out_channels has {len(outs)} entries but in_channels has {len(in_channels)}; give one per IC")
+    return nn.ModuleList(
+        InternalClassifier(
+            c,
+            num_classes,
+            out_channels=o,
+            stride=stride,
+            pool_size=pool_size,
+            cascade_in=num_classes if (cascade and m > 0) else 0,
+            cascade_layer_norm=cascade_layer_norm,
+            detach_cascade=detach_cascade,
+        )
+        for m, (c, o) in enumerate(zip(in_channels, outs))
+    )
