@@ -48,18 +48,23 @@ def build_dataclass(cls: type[T], values: dict[str, Any], source: str) -> T:
         raise UserError(f"unknown key(s) {', '.join(unknown)} in {source}; accepted: {', '.join(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        default = getattr(cls, name, None)
-        try:
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError
-            elif isinstance(default, int) and not isinstance(value, str):
-                if float(value) != int(value):
-                    raise ValueError
-                value = int(value)
-            elif isinstance(default, float) and not isinstance(value, str):
-                value = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{source}: '{name}' must be a {type(default).__name__}, got {value!r}") from None
-        kwargs[name] = value
+        kwargs[name] = _coerce(value, getattr(cls, name, None), f"{source}: '{name}'")
     return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, what: str) -> Any:
+    """Check ``value`` against the type of the field's default (bool, int, float; strings pass through)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"{what} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if not is_number or float(value) != int(value):
+            raise UserError(f"{what} must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        if not is_number:
+            raise UserError(f"{what} must be a number, got {value!r}")
+        return float(value)
+    return value

@@ -1,1 +1,53 @@
-"""Early-exit core shared by the RL and vision parts: heads, cascade, ensembles, exit rules, inference, FLOPs, metrics."""
+"""Early-exit core shared by the RL and vision parts.
+
+Heads, cascade, ensembles, exit rules, conditional inference, FLOPs, metrics and latency.
+"""
+
+from ee_rl.core.backbone import StagedBackbone, UInt8ToUnitFloat
+from ee_rl.core.ensemble import AdditiveEnsemble, Ensemble, GeometricEnsemble, make_ensembles
+from ee_rl.core.exits import EntropyExit, ExitRule, MaxProbExit, PatienceExit, PerExitThresholds, assign_exits
+from ee_rl.core.flops import ExitCosts, count_flops, measure_exit_costs
+from ee_rl.core.heads import InternalClassifier, SDNPool, make_internal_classifiers
+from ee_rl.core.latency import ExitLatency, forced_exit_rule, measure_exit_latency, median_call_us
+from ee_rl.core.metrics import (
+    OperatingPoint,
+    budget_table,
+    evaluate_rule,
+    hindsight_improvability,
+    score_cost_curve,
+)
+from ee_rl.core.model import AllExits, EarlyExitModel, EarlyExitOutput, simulate_inference
+
+__all__ = [
+    "AdditiveEnsemble",
+    "AllExits",
+    "EarlyExitModel",
+    "EarlyExitOutput",
+    "Ensemble",
+    "EntropyExit",
+    "ExitCosts",
+    "ExitLatency",
+    "ExitRule",
+    "GeometricEnsemble",
+    "InternalClassifier",
+    "MaxProbExit",
+    "OperatingPoint",
+    "PatienceExit",
+    "PerExitThresholds",
+    "SDNPool",
+    "StagedBackbone",
+    "UInt8ToUnitFloat",
+    "assign_exits",
+    "budget_table",
+    "count_flops",
+    "evaluate_rule",
+    "forced_exit_rule",
+    "hindsight_improvability",
+    "make_ensembles",
+    "make_internal_classifiers",
+    "measure_exit_costs",
+    "measure_exit_latency",
+    "median_call_us",
+    "score_cost_curve",
+    "simulate_inference",
+]

@@ -41,7 +41,9 @@ class StagedBackbone(nn.Module):
             if not isinstance(stage, nn.Module):
                 raise ValueError(f"stage {i} must be an nn.Module, got {type(stage).__name__}")
         if not isinstance(head, nn.Module):
-            raise ValueError(f"head must be an nn.Module mapping the last stage output to logits, got {type(head).__name__}")
+            raise ValueError(
+                f"head must be an nn.Module mapping the last stage output to logits, got {type(head).__name__}"
+            )
         if preprocess is not None and not isinstance(preprocess, nn.Module):
             raise ValueError(f"preprocess must be an nn.Module or None, got {type(preprocess).__name__}")
         self.stages = nn.ModuleList(stages)

@@ -15,32 +15,75 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _regular_windows(in_hw: tuple[int, int], out: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(kernel, stride) of plain pooling with exactly the adaptive pooling windows ``in -> out``, or None."""
+    kernel, stride = [], []
+    for n in in_hw:
+        # Adaptive pooling window i is [floor(i * n / out), ceil((i + 1) * n / out)).
+        starts = [(i * n) // out for i in range(out)]
+        ends = [-((-(i + 1) * n) // out) for i in range(out)]
+        k = ends[0] - starts[0]
+        s = starts[1] - starts[0] if out > 1 else k
+        if s < 1 or any(e - b != k for b, e in zip(starts, ends)) or any(b != i * s for i, b in enumerate(starts)):
+            return None
+        kernel.append(k)
+        stride.append(s)
+    return (kernel[0], kernel[1]), (stride[0], stride[1])
+
+
 class SDNPool(nn.Module):
     """SDN mixed pooling ``gamma * avgpool(x) + (1 - gamma) * maxpool(x)``, both adaptive to ``size x size``.
 
     ``gamma = sigmoid(gamma_logit)`` with one learnable scalar ``gamma_logit`` (initialised to 0, i.e. gamma = 0.5):
     the sigmoid keeps gamma in [0, 1] without clamping, so its gradient never vanishes at a boundary.
-    Inputs smaller than ``size`` are upsampled by the adaptive pools (overlapping windows).
+    Inputs smaller than ``size`` are upsampled by the adaptive pools (overlapping windows). When the adaptive
+    windows are regular (e.g. 5x5 -> 4x4: kernel 2, stride 1) the plain pools with the same windows are used,
+    which are faster.
     """
 
     def __init__(self, size: int = 4) -> None:
         super().__init__()
         self.size = _positive_int("SDNPool size", size)
         self.gamma_logit = nn.Parameter(torch.zeros(()))
+        self._gamma_cache: tuple[int, int, float] | None = None  # (version, data_ptr, gamma)
+        self._windows: dict[tuple[int, int], tuple[tuple[int, int], tuple[int, int]] | None] = {}
 
     @property
     def gamma(self) -> torch.Tensor:
         """The mixing weight of the average pool, in [0, 1]."""
         return torch.sigmoid(self.gamma_logit)
 
+    def _gamma_for_forward(self) -> torch.Tensor | float:
+        p = self.gamma_logit
+        if torch.is_grad_enabled() and p.requires_grad:
+            return torch.sigmoid(p)  # differentiable
+        # Without gradients gamma is a constant: reuse it as a Python float (one op less per call on the hot path)
+        # until the parameter changes (optimiser steps and load_state_dict bump its version).
+        key = (p._version, p.data_ptr())
+        cache = self._gamma_cache
+        if cache is None or cache[:2] != key:
+            cache = (*key, float(torch.sigmoid(p.detach())))
+            self._gamma_cache = cache
+        return cache[2]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool ``(B, C, H, W)`` to ``(B, C, size, size)``."""
         if x.dim() != 4:
             raise ValueError(f"SDNPool expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        avg = F.adaptive_avg_pool2d(x, self.size)
-        mx = F.adaptive_max_pool2d(x, self.size)
+        hw = (x.shape[2], x.shape[3])
+        windows = self._windows.get(hw, False)
+        if windows is False:
+            windows = _regular_windows(hw, self.size)
+            self._windows[hw] = windows
+        if windows is None:
+            avg = F.adaptive_avg_pool2d(x, self.size)
+            mx = F.adaptive_max_pool2d(x, self.size)
+        else:
+            kernel, stride = windows
+            avg = F.avg_pool2d(x, kernel, stride)
+            mx = torch.max_pool2d(x, kernel, stride)  # the C op, without F.max_pool2d's Python dispatch layer
         # lerp(mx, avg, g) = mx + g * (avg - mx) = g * avg + (1 - g) * mx, in one op.
-        return torch.lerp(mx, avg, self.gamma)
+        return torch.lerp(mx, avg, self._gamma_for_forward())
 
 
 class InternalClassifier(nn.Module):
@@ -90,11 +133,16 @@ class InternalClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Return logits ``(B, num_classes)`` for stage output ``x``; ``prev_logits`` iff ``cascade_in > 0``."""
-        h = F.relu(self.conv(x), inplace=True)
-        h = self.pool(h).flatten(1)
+        # Direct functional calls skip nn.Module.__call__ overhead on the inference hot path (so forward hooks on
+        # the submodules do not run; hooks on the head itself do).
+        conv = self.conv
+        h = torch.relu_(F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding))
+        h = self.pool.forward(h).flatten(1)
         if self.cascade_in:
             if prev_logits is None:
-                raise ValueError("this InternalClassifier has a cascade input: pass the previous IC's logits as prev_logits")
+                raise ValueError(
+                    "this InternalClassifier has a cascade input: pass the previous IC's logits as prev_logits"
+                )
             if prev_logits.shape != (h.shape[0], self.cascade_in):
                 raise ValueError(
                     f"prev_logits must have shape (batch={h.shape[0]}, cascade_in={self.cascade_in}), "
@@ -106,7 +154,7 @@ class InternalClassifier(nn.Module):
             h = torch.cat((h, c), dim=1)
         elif prev_logits is not None:
             raise ValueError("this InternalClassifier has no cascade input (cascade_in=0): do not pass prev_logits")
-        return self.linear(h)
+        return F.linear(h, self.linear.weight, self.linear.bias)
 
 
 def make_internal_classifiers(
@@ -130,7 +178,9 @@ def make_internal_classifiers(
         raise ValueError("make_internal_classifiers needs at least one entry in in_channels")
     outs = [None] * len(in_channels) if out_channels is None else list(out_channels)
     if len(outs) != len(in_channels):
-        raise ValueError(f"out_channels has {len(outs)} entries but in_channels has {len(in_channels)}; give one per IC")
+        raise ValueError(
+            f"out_channels has {len(outs)} entries but in_channels has {len(in_channels)}; give one per IC"
+        )
     return nn.ModuleList(
         InternalClassifier(
             c,

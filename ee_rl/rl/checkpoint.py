@@ -12,6 +12,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 
 from ee_rl.errors import UserError
+from ee_rl.rl.games import rom_id
 from ee_rl.io import atomic_write_bytes
 
 #: Attribute of the PPO object where ee_rl keeps run metadata; SB3 saves and restores it with the model.
@@ -40,7 +41,8 @@ def save_model_atomic(model: PPO, path: str | Path) -> Path:
 def load_model(path: str | Path, env: VecEnv | None = None, device: str = "auto", game: str | None = None) -> PPO:
     """Load a PPO zip; a missing, corrupt or wrong-game file is a :class:`UserError`.
 
-    ``game`` (an ALE ROM id) is checked against the metadata saved by ee_rl, when the file has it.
+    ``game`` (a game name or ALE id, e.g. ``Pong``) is checked against the metadata saved by ee_rl, when the
+    file has it.
     """
     path = Path(path)
     if not path.is_file():
@@ -52,7 +54,7 @@ def load_model(path: str | Path, env: VecEnv | None = None, device: str = "auto"
     except Exception as exc:  # SB3 raises many types for broken or foreign files
         raise UserError(f"checkpoint {path} could not be loaded as a PPO model: {type(exc).__name__}: {exc}") from None
     saved_game = meta(model).get("game")
-    if game is not None and saved_game is not None and saved_game != game:
+    if game is not None and saved_game is not None and rom_id(saved_game) != rom_id(game):
         raise UserError(f"checkpoint {path} was trained on '{saved_game}', not '{game}'")
     return model
 

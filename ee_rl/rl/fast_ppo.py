@@ -68,10 +68,17 @@ class ChannelsLastNatureCNN(NatureCNN):
 
 
 class ChannelsLastCnnPolicy(ActorCriticCnnPolicy):
-    """``ActorCriticCnnPolicy`` with :class:`ChannelsLastNatureCNN` and channels_last conv weights."""
+    """``ActorCriticCnnPolicy`` with :class:`ChannelsLastNatureCNN` and channels_last conv weights.
+
+    Same architecture as SB3's ``CnnPolicy``: NatureCNN features feed the action and value heads directly
+    (``net_arch=[]``). SB3 only picks that default for the ``NatureCNN`` class itself; any other extractor
+    class silently gets two tanh layers of 64 on top, which does not learn Pong (SB3 issue #880).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("features_extractor_class", ChannelsLastNatureCNN)
+        if kwargs.get("net_arch") is None:
+            kwargs["net_arch"] = []
         kwargs["normalize_images"] = False
         super().__init__(*args, **kwargs)
 

@@ -1,0 +1,99 @@
+"""Wall-clock latency of answering at each exit of an EarlyExitModel (medians of interleaved timed calls)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from ee_rl.core.exits import ExitRule, MaxProbExit, PerExitThresholds
+from ee_rl.core.model import EarlyExitModel
+
+
+def forced_exit_rule(num_ics: int, m: int) -> ExitRule:
+    """A rule under which every sample leaves at internal exit ``m`` (earlier exits disabled with tau > 1)."""
+    if not 0 <= m < num_ics:
+        raise ValueError(f"exit index m must be in 0..{num_ics - 1}, got {m}")
+    return PerExitThresholds([2.0] * m + [0.0] + [2.0] * (num_ics - m - 1))
+
+
+def median_call_us(calls: Mapping[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median wall-clock µs per call of each function.
+
+    Calls are interleaved round-robin (after ``warmup`` untimed calls each), so background load hits every
+    function alike.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[int]] = {name: [] for name in calls}
+    clock = time.perf_counter_ns
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t0 = clock()
+            fn()
+            samples[name].append(clock() - t0)
+    return {name: statistics.median(s) / 1e3 for name, s in samples.items()}
+
+
+@dataclass(frozen=True)
+class ExitLatency:
+    """Latency (µs per call) and FLOPs per sample of answering at each exit.
+
+    Attributes:
+        full_us: the no-early-exit path (plain backbone, no heads).
+        exit_us: every sample answered at internal exit m, for m = 0..M-1.
+        flops: FLOPs per sample at each internal exit, then the backbone alone.
+        extra_us: any extra calls timed alongside (e.g. the original, unstaged network).
+    """
+
+    full_us: float
+    exit_us: tuple[float, ...]
+    flops: tuple[int, ...]
+    extra_us: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> tuple[float, ...]:
+        """Wall-clock speed-up of answering at each internal exit over the full network."""
+        return tuple(self.full_us / t for t in self.exit_us)
+
+
+def measure_exit_latency(
+    model: EarlyExitModel,
+    x: torch.Tensor,
+    *,
+    repeats: int = 2000,
+    warmup: int = 200,
+    extra_calls: Mapping[str, Callable[[], object]] | None = None,
+) -> ExitLatency:
+    """Time ``model.infer(x, rule)`` with every sample forced out at each exit in turn, and with no early exit.
+
+    Use a batch of 1 for per-decision latency. Runs under ``torch.inference_mode``; the caller sets the threads.
+    """
+    num_ics = model.num_ics
+    calls: dict[str, Callable[[], object]] = {"full": lambda r=MaxProbExit(2.0): model.infer(x, r)}
+    for m in range(num_ics):
+        rule = forced_exit_rule(num_ics, m)
+        calls[f"exit{m}"] = lambda r=rule: model.infer(x, r)
+    extra = dict(extra_calls or {})
+    clash = set(extra) & set(calls)
+    if clash:
+        raise ValueError(f"extra_calls names {sorted(clash)} clash with the built-in names {sorted(calls)}")
+    with torch.inference_mode():
+        for m in range(num_ics):  # the forced rules really answer at exit m
+            got = model.infer(x, forced_exit_rule(num_ics, m)).exit_index
+            if not bool((got == m).all()):
+                raise RuntimeError(f"forced exit {m} answered at exits {got.unique().tolist()}")
+        us = median_call_us({**calls, **extra}, repeats, warmup)
+    costs = model.exit_costs(x)
+    return ExitLatency(
+        full_us=us["full"],
+        exit_us=tuple(us[f"exit{m}"] for m in range(num_ics)),
+        flops=(*costs.cumulative[:num_ics], costs.backbone),
+        extra_us={name: us[name] for name in extra},
+    )

@@ -1,0 +1,123 @@
+"""Metrics from one all-exits pass: hindsight improvability, score-vs-cost curves and the budget table.
+
+"Score" is generic: accuracy against labels for vision; agreement with the backbone's own argmax when there are no
+labels (RL: ``targets=None``). "Cost" is mean FLOPs per sample as a fraction of the backbone's FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ee_rl.core.exits import ExitRule, MaxProbExit
+from ee_rl.core.flops import ExitCosts
+from ee_rl.core.model import AllExits, simulate_inference
+
+DEFAULT_BUDGETS = (0.25, 0.5, 0.75, 1.0)
+
+
+def hindsight_improvability(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """ZTW section 4.2: for each IC m, the fraction of the samples it gets wrong that some earlier IC got right.
+
+    Args:
+        predictions: ``(M, N)`` predicted class of each IC (e.g. ``ic_log_probs.argmax(-1)``).
+        targets: ``(N,)`` labels (or the backbone's argmax, for label-free evaluation).
+
+    Returns:
+        ``(M,)`` float64; entry 0 is 0 when IC 0 makes mistakes (no earlier IC), NaN where IC m makes none.
+    """
+    if predictions.dim() != 2 or targets.dim() != 1 or predictions.shape[1] != targets.shape[0]:
+        raise ValueError(
+            f"predictions must be (M, N) and targets (N,), got {tuple(predictions.shape)} and {tuple(targets.shape)}"
+        )
+    correct = predictions == targets.unsqueeze(0)
+    # earlier_right[m]: some IC n < m was right (exclusive cumulative OR).
+    earlier_right = torch.zeros_like(correct)
+    earlier_right[1:] = correct[:-1].cumsum(dim=0).bool()
+    wrong = ~correct
+    n_wrong = wrong.sum(dim=1).double()
+    n_improvable = (wrong & earlier_right).sum(dim=1).double()
+    return torch.where(n_wrong > 0, n_improvable / n_wrong.clamp(min=1), torch.full_like(n_wrong, math.nan))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One rule setting on the score-vs-cost curve.
+
+    Attributes:
+        threshold: the rule's parameter.
+        cost: mean FLOPs per sample / backbone FLOPs (1.0 = the backbone alone).
+        score: accuracy against the targets.
+        exit_fractions: fraction of samples answered by each exit ``0..M``.
+    """
+
+    threshold: float
+    cost: float
+    score: float
+    exit_fractions: tuple[float, ...]
+
+
+def evaluate_rule(
+    outputs: AllExits,
+    costs: ExitCosts,
+    rule: ExitRule,
+    targets: torch.Tensor | None = None,
+    threshold: float = math.nan,
+) -> OperatingPoint:
+    """Score and cost of ``rule`` on the batch in ``outputs`` (no re-run: uses :func:`simulate_inference`).
+
+    ``targets=None`` scores agreement with the backbone's own argmax.
+    """
+    if targets is None:
+        targets = outputs.final_log_probs.argmax(dim=-1)
+    n = targets.shape[0]
+    if n == 0 or outputs.final_log_probs.shape[0] != n:
+        raise ValueError(f"targets must have one entry per sample ({outputs.final_log_probs.shape[0]}), got {n}")
+    answer = simulate_inference(outputs, rule, costs)
+    score = (answer.log_probs.argmax(dim=-1) == targets).double().mean().item()
+    # Exact integer sum, so the no-early-exit setting costs exactly 1.0.
+    cost = int(answer.flops.sum().item()) / (n * costs.backbone)
+    counts = torch.bincount(answer.exit_index, minlength=outputs.num_ics + 1)
+    return OperatingPoint(float(threshold), cost, score, tuple((counts.double() / n).tolist()))
+
+
+def score_cost_curve(
+    outputs: AllExits,
+    costs: ExitCosts,
+    thresholds: Sequence[float],
+    targets: torch.Tensor | None = None,
+    make_rule: Callable[[float], ExitRule] = MaxProbExit,
+) -> list[OperatingPoint]:
+    """Score-vs-cost points for every threshold, all from the one all-exits pass in ``outputs``.
+
+    ``make_rule(threshold)`` builds the rule (default :class:`MaxProbExit`); include a threshold above 1 to get the
+    plain backbone's point (cost exactly 1.0).
+    """
+    thresholds = list(thresholds)
+    if not thresholds:
+        raise ValueError("thresholds must be a non-empty sequence of numbers")
+    return [evaluate_rule(outputs, costs, make_rule(t), targets, threshold=t) for t in thresholds]
+
+
+def budget_table(
+    points: Sequence[OperatingPoint], budgets: Sequence[float] = DEFAULT_BUDGETS
+) -> dict[str, float | None]:
+    """ZTW-style table: for each budget b, the score at the highest threshold whose cost ≤ b; plus "Max".
+
+    Keys are ``"25%"``, ``"50%"``, ... (from ``budgets`` as fractions of the backbone) and ``"Max"`` (the best score
+    over all points). A budget no point fits is None, not a number.
+    """
+    points = list(points)
+    if not points:
+        raise ValueError("budget_table needs at least one OperatingPoint")
+    table: dict[str, float | None] = {}
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
+            raise ValueError(f"budgets must be positive fractions of the backbone cost (e.g. 0.25), got {b!r}")
+        feasible = [p for p in points if p.cost <= b]
+        table[f"{100 * b:g}%"] = max(feasible, key=lambda p: p.threshold).score if feasible else None
+    table["Max"] = max(p.score for p in points)
+    return table

@@ -1,0 +1,289 @@
+"""EarlyExitModel: a frozen staged backbone with internal classifiers, (optional) ensembles and conditional inference.
+
+All outputs are log-probabilities (log-softmax of logits; ensembles output log-distributions directly). Exit indices
+are 0-based: ``0..M-1`` for the M internal exits, ``M`` for the backbone's own head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ee_rl.core.backbone import StagedBackbone
+from ee_rl.core.exits import ExitRule, assign_exits
+from ee_rl.core.flops import ExitCosts, measure_exit_costs
+
+
+@dataclass(frozen=True)
+class EarlyExitOutput:
+    """What conditional inference answers, per sample.
+
+    Attributes:
+        log_probs: ``(B, K)`` log-probabilities of the exit that answered.
+        exit_index: ``(B,)`` long, 0-based exit index (``M`` = the backbone's own head).
+        flops: ``(B,)`` long, FLOPs spent on each sample (see :mod:`ee_rl.core.flops` for the convention).
+    """
+
+    log_probs: torch.Tensor
+    exit_index: torch.Tensor
+    flops: torch.Tensor
+
+
+@dataclass(frozen=True)
+class AllExits:
+    """Every exit's output for a batch, from one pass that runs everything.
+
+    Attributes:
+        ic_logits: ``(M, B, K)`` raw logits of each IC.
+        ic_log_probs: ``(M, B, K)`` log-softmax of each IC.
+        ensemble_log_probs: ``(M, B, K)`` log-probs of ensemble m (over ICs 0..m), or None without ensembles.
+        final_logits: ``(B, K)`` the backbone head's logits.
+        final_log_probs: ``(B, K)`` their log-softmax.
+    """
+
+    ic_logits: torch.Tensor
+    ic_log_probs: torch.Tensor
+    ensemble_log_probs: torch.Tensor | None
+    final_logits: torch.Tensor
+    final_log_probs: torch.Tensor
+
+    @property
+    def num_ics(self) -> int:
+        """M, the number of internal exits."""
+        return self.ic_log_probs.shape[0]
+
+    @property
+    def exit_log_probs(self) -> torch.Tensor:
+        """``(M, B, K)`` what each internal exit answers: the ensemble's output if present, else the IC's."""
+        return self.ic_log_probs if self.ensemble_log_probs is None else self.ensemble_log_probs
+
+    @property
+    def answer_log_probs(self) -> torch.Tensor:
+        """``(M + 1, B, K)`` what every exit answers, the backbone head last."""
+        return torch.cat((self.exit_log_probs, self.final_log_probs.unsqueeze(0)), dim=0)
+
+
+def simulate_inference(outputs: AllExits, rule: ExitRule, costs: ExitCosts) -> EarlyExitOutput:
+    """Pure function: what :meth:`EarlyExitModel.infer` would answer under ``rule``, from one all-exits pass.
+
+    Use it to sweep many thresholds with a single forward pass. Exit indices equal ``infer``'s (both apply
+    ``rule.should_exit`` to the same rows; only a confidence within float rounding of a threshold could differ,
+    because BLAS kernels are not bit-identical across batch sizes).
+    """
+    if not isinstance(rule, ExitRule):
+        raise ValueError(f"rule must be an ExitRule (e.g. MaxProbExit(0.9)), got {type(rule).__name__}")
+    if len(costs.ics) != outputs.num_ics:
+        raise ValueError(f"costs describe {len(costs.ics)} ICs but the outputs have {outputs.num_ics}")
+    exit_index = assign_exits(outputs.exit_log_probs, rule)
+    batch = torch.arange(exit_index.shape[0], device=exit_index.device)
+    log_probs = outputs.answer_log_probs[exit_index, batch]
+    return EarlyExitOutput(log_probs, exit_index, costs.per_sample(exit_index, rule.never_exits_early))
+
+
+class EarlyExitModel(nn.Module):
+    """A frozen :class:`StagedBackbone` with internal classifiers after chosen stages, and optional ensembles.
+
+    Args:
+        backbone: the frozen staged backbone (its parameters never change).
+        heads: M internal classifiers; ``heads[m](h, prev_logits)`` maps the output of stage ``attach_after[m]``
+            (plus, when ``heads[m].cascade_in > 0``, IC m-1's logits) to K logits. See
+            :class:`ee_rl.core.heads.InternalClassifier`.
+        ensembles: None, or M ensembles where ``ensembles[m]`` combines the log-probs of ICs ``0..m``
+            (see :mod:`ee_rl.core.ensemble`).
+        attach_after: 0-based stage index each head is attached after, strictly increasing.
+    """
+
+    def __init__(
+        self,
+        backbone: StagedBackbone,
+        heads: Sequence[nn.Module],
+        ensembles: Sequence[nn.Module] | None,
+        attach_after: Sequence[int],
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, StagedBackbone):
+            raise ValueError(f"backbone must be a StagedBackbone, got {type(backbone).__name__}")
+        heads = list(heads)
+        attach_after = list(attach_after)
+        if not heads:
+            raise ValueError("EarlyExitModel needs at least one internal classifier head")
+        if len(heads) != len(attach_after):
+            raise ValueError(
+                f"got {len(heads)} heads but {len(attach_after)} attach_after entries; give one stage index per head"
+            )
+        for i, s in enumerate(attach_after):
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < backbone.num_stages:
+                raise ValueError(f"attach_after[{i}] must be a stage index in 0..{backbone.num_stages - 1}, got {s!r}")
+        if any(b <= a for a, b in zip(attach_after, attach_after[1:])):
+            raise ValueError(f"attach_after must be strictly increasing (one head per stage), got {attach_after}")
+        num_classes = {getattr(h, "num_classes", None) for h in heads} - {None}
+        if len(num_classes) > 1:
+            raise ValueError(f"all heads must predict the same number of classes, got {sorted(num_classes)}")
+        if getattr(heads[0], "cascade_in", 0):
+            raise ValueError("the first head cannot have a cascade input (there is no previous IC): use cascade_in=0")
+        if ensembles is not None:
+            ensembles = list(ensembles)
+            if len(ensembles) != len(heads):
+                raise ValueError(f"got {len(ensembles)} ensembles for {len(heads)} heads; give one per head, or None")
+            for m, e in enumerate(ensembles):
+                if getattr(e, "num_members", m + 1) != m + 1:
+                    raise ValueError(
+                        f"ensembles[{m}] must combine {m + 1} ICs (0..{m}), it has {e.num_members} members"
+                    )
+        self.backbone = backbone
+        self.heads = nn.ModuleList(heads)
+        self.ensembles = nn.ModuleList(ensembles) if ensembles is not None else None
+        self.attach_after = tuple(attach_after)
+        ic_at_stage = [-1] * backbone.num_stages
+        for m, s in enumerate(attach_after):
+            ic_at_stage[s] = m
+        self._ic_at_stage = tuple(ic_at_stage)
+        self._cascade = tuple(bool(getattr(h, "cascade_in", 0)) for h in heads)
+        self._costs: dict[tuple, tuple[ExitCosts, tuple[int, ...], torch.Tensor]] = {}
+
+    @property
+    def num_ics(self) -> int:
+        """M, the number of internal classifiers; the backbone's head is exit index M."""
+        return len(self.heads)
+
+    def exit_costs(self, x: torch.Tensor) -> ExitCosts:
+        """FLOPs of every part for inputs shaped like the raw batch ``x`` (measured at batch 1, cached per shape)."""
+        return self._cost_entry(x)[0]
+
+    def _cost_entry(self, x: torch.Tensor) -> tuple[ExitCosts, tuple[int, ...], torch.Tensor]:
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        entry = self._costs.get(key)
+        if entry is None:
+            if x.shape[0] == 0:
+                raise ValueError("cannot measure FLOPs on an empty batch; pass at least one sample")
+            costs = measure_exit_costs(self.backbone, self.heads, self.ensembles, self.attach_after, x[:1])
+            cumulative = costs.cumulative
+            entry = (costs, cumulative, torch.tensor(cumulative, dtype=torch.long, device=x.device))
+            self._costs[key] = entry
+        return entry
+
+    def forward(self, x: torch.Tensor) -> AllExits:
+        """Same as :meth:`all_exits`."""
+        return self.all_exits(x)
+
+    def all_exits(self, x: torch.Tensor, *, ensemble_grad_to_heads: bool = False) -> AllExits:
+        """Run the whole backbone and every head and ensemble on the batch (for training and threshold sweeps).
+
+        Respects the current grad mode. Ensembles see detached IC log-probs unless ``ensemble_grad_to_heads``
+        (ZTW trains ensembles on top of already-trained ICs, so an ensemble's loss should not move the ICs).
+        """
+        h = self.backbone.preprocess(x)
+        ic_logits: list[torch.Tensor] = []
+        ic_log_probs: list[torch.Tensor] = []
+        ens_log_probs: list[torch.Tensor] = []
+        for s, stage in enumerate(self.backbone.stages):
+            h = stage(h)
+            m = self._ic_at_stage[s]
+            if m < 0:
+                continue
+            logits = self.heads[m](h, ic_logits[-1] if self._cascade[m] else None)
+            ic_logits.append(logits)
+            ic_log_probs.append(torch.log_softmax(logits, dim=-1))
+            if self.ensembles is not None:
+                members = ic_log_probs if ensemble_grad_to_heads else [t.detach() for t in ic_log_probs]
+                ens_log_probs.append(self.ensembles[m](members))
+        final_logits = self.backbone.head(h)
+        return AllExits(
+            ic_logits=torch.stack(ic_logits),
+            ic_log_probs=torch.stack(ic_log_probs),
+            ensemble_log_probs=torch.stack(ens_log_probs) if self.ensembles is not None else None,
+            final_logits=final_logits,
+            final_log_probs=torch.log_softmax(final_logits, dim=-1),
+        )
+
+    @torch.inference_mode()
+    def infer(self, x: torch.Tensor, rule: ExitRule) -> EarlyExitOutput:
+        """Conditional inference with batch shrinking: samples that exit leave the batch; the rest go on.
+
+        Stage by stage; after a stage with an IC, compute the IC (and its ensemble) on the still-active rows, answer
+        the rows ``rule`` lets out and continue with the others (``index_select``). With a rule that never exits
+        early no head runs and the answer is exactly ``log_softmax(backbone(x))``.
+        """
+        if not isinstance(rule, ExitRule):
+            raise ValueError(f"rule must be an ExitRule (e.g. MaxProbExit(0.9)), got {type(rule).__name__}")
+        num_ics = len(self.heads)
+        rule.check_num_ics(num_ics)
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("infer needs a batch with at least one sample, got an empty batch")
+        costs, cumulative, table = self._cost_entry(x)
+        device = x.device
+        backbone = self.backbone
+        if rule.never_exits_early:
+            log_probs = torch.log_softmax(backbone(x), dim=-1)
+            return EarlyExitOutput(
+                log_probs,
+                torch.full((n,), num_ics, dtype=torch.long, device=device),
+                torch.full((n,), costs.backbone, dtype=torch.long, device=device),
+            )
+
+        heads, ensembles, cascade, ic_at_stage = self.heads, self.ensembles, self._cascade, self._ic_at_stage
+        needs_history = rule.needs_history
+        history = torch.empty((n, 0), dtype=torch.long, device=device) if needs_history else None
+        members: list[torch.Tensor] = []
+        prev_logits: torch.Tensor | None = None
+        active: torch.Tensor | None = None  # original row ids still running; None = all rows, in order
+        n_active = n
+        out_log_probs: torch.Tensor | None = None
+        out_exit: torch.Tensor | None = None
+
+        h = backbone.preprocess(x)
+        for s, stage in enumerate(backbone.stages):
+            h = stage(h)
+            m = ic_at_stage[s]
+            if m < 0:
+                continue
+            logits = heads[m](h, prev_logits if cascade[m] else None)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            if ensembles is not None:
+                members.append(log_probs)
+                log_probs = ensembles[m](members)
+            leave = rule.should_exit(m, log_probs, history)
+            if needs_history:
+                history = torch.cat((history, log_probs.argmax(dim=-1, keepdim=True)), dim=1)
+            # The one host sync per exit (at batch 1 skip the reduction: one op less).
+            n_leave = int(leave.sum()) if n_active != 1 else int(leave)
+            if n_leave:
+                if n_leave == n_active and out_log_probs is None:
+                    # Everyone leaves together (always the case at batch 1): no scatter needed.
+                    return EarlyExitOutput(
+                        log_probs,
+                        torch.full((n,), m, dtype=torch.long, device=device),
+                        torch.full((n,), cumulative[m], dtype=torch.long, device=device),
+                    )
+                if out_log_probs is None:
+                    out_log_probs = log_probs.new_empty((n, log_probs.shape[1]))
+                    out_exit = torch.full((n,), num_ics, dtype=torch.long, device=device)
+                rows = leave.nonzero().squeeze(1)
+                ids = rows if active is None else active.index_select(0, rows)
+                out_log_probs.index_copy_(0, ids, log_probs.index_select(0, rows))
+                out_exit.index_fill_(0, ids, m)
+                if n_leave == n_active:
+                    return EarlyExitOutput(out_log_probs, out_exit, table[out_exit])
+                keep = (~leave).nonzero().squeeze(1)
+                active = keep if active is None else active.index_select(0, keep)
+                n_active -= n_leave
+                h = h.index_select(0, keep)
+                logits = logits.index_select(0, keep)
+                members = [t.index_select(0, keep) for t in members]
+                if history is not None:
+                    history = history.index_select(0, keep)
+            prev_logits = logits
+
+        log_probs = torch.log_softmax(backbone.head(h), dim=-1)
+        if out_log_probs is None:
+            return EarlyExitOutput(
+                log_probs,
+                torch.full((n,), num_ics, dtype=torch.long, device=device),
+                torch.full((n,), cumulative[num_ics], dtype=torch.long, device=device),
+            )
+        out_log_probs.index_copy_(0, active, log_probs)
+        return EarlyExitOutput(out_log_probs, out_exit, table[out_exit])

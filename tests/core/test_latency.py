@@ -1,0 +1,31 @@
+"""Forced-exit rules and the latency helper (timing values themselves are not asserted: they are noisy)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ee_rl.core import forced_exit_rule, measure_exit_latency, median_call_us
+from tests.core.builders import make_tiny_model, random_images
+
+
+def test_forced_exit_rule_sends_everyone_to_that_exit() -> None:
+    model = make_tiny_model()
+    x = random_images(6)
+    for m in range(3):
+        assert model.infer(x, forced_exit_rule(3, m)).exit_index.tolist() == [m] * 6
+    with pytest.raises(ValueError):
+        forced_exit_rule(3, 3)
+
+
+def test_measure_exit_latency_reports_every_exit() -> None:
+    model = make_tiny_model()
+    x = random_images(1)
+    calls = []
+    report = measure_exit_latency(model, x, repeats=3, warmup=1, extra_calls={"noop": lambda: calls.append(1)})
+    assert len(report.exit_us) == 3 and len(report.speedup) == 3 and report.full_us > 0
+    assert report.flops == (*model.exit_costs(x).cumulative[:3], model.exit_costs(x).backbone)
+    assert set(report.extra_us) == {"noop"} and len(calls) == 4
+    with pytest.raises(ValueError):
+        measure_exit_latency(model, x, repeats=1, warmup=0, extra_calls={"full": lambda: None})
+    with pytest.raises(ValueError):
+        median_call_us({"a": lambda: None}, repeats=0, warmup=0)

@@ -1,0 +1,133 @@
+"""End-to-end tests of scripts/train_policy.py: tiny runs, resume after kill -9, and every bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ee_rl.rl.checkpoint import load_model, meta
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "train_policy.py"
+TINY = """
+atari:
+  total_timesteps: 512
+  n_envs: 2
+  learning_rate: lin_2.5e-4
+  n_steps: 64
+  batch_size: 64
+  n_epochs: 1
+  clip_range: lin_0.1
+  checkpoint_every: 128
+"""
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--no-progress-bar"],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+
+
+@pytest.fixture()
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_tiny_training_run_leaves_all_outputs(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    proc = run("--env", "Pong", "--out", str(out), "--config", str(tiny_config), "--eval-episodes", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "final.zip").is_file() and (out / "checkpoints" / "latest.zip").is_file()
+    assert list((out / "tb").rglob("events.out.tfevents.*"))
+    result = json.loads((out / "eval.json").read_text())
+    assert result["timesteps"] == 512 and result["episodes"] == 1 and result["game"] == "pong"
+    assert {"return_mean", "return_std", "wall_time_s", "steps_per_s"} <= set(result)
+    model = load_model(out / "final.zip", game="pong")
+    assert model.num_timesteps == 512 and meta(model)["seed"] == 0
+    assert os.path.getsize(out / "final.zip") < 20e6
+
+
+def test_resume_after_kill_continues_the_step_count(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    config = tmp_path / "long.yaml"
+    config.write_text(TINY.replace("total_timesteps: 512", "total_timesteps: 1000000"))
+    checkpoint = out / "checkpoints" / "latest.zip"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--env", "Pong", "--out", str(out), "--config", str(config), "--no-progress-bar"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not checkpoint.exists():
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "no checkpoint was written before the kill"
+    saved = load_model(checkpoint).num_timesteps
+    assert saved >= 128
+    proc = run("--env", "Pong", "--out", str(out), "--resume", "--total-timesteps", str(saved + 256), "--eval-episodes", "1")
+    assert proc.returncode == 0, proc.stderr
+    model = load_model(out / "final.zip")
+    assert model.num_timesteps == saved + 256
+    # The schedules' end point is the run's target, not target + steps already done (SB3's default when
+    # resuming without resetting the count), so learning rate and clip range keep decaying from where they were.
+    assert model._total_timesteps == saved + 256
+    assert model._current_progress_remaining == 0.0
+
+
+def _assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--env", "Pongg"], "did you mean Pong"),
+        (["--env", "CartPole-v1"], "not an Atari game"),
+        (["--env", "Pong", "--total-timesteps", "0"], "positive"),
+        (["--env", "Pong", "--total-timesteps", "-5"], "positive"),
+        (["--env", "Pong", "--n-envs", "0"], "positive"),
+        (["--env", "Pong", "--eval-episodes", "0"], "positive"),
+    ],
+)
+def test_bad_arguments(tmp_path, args, fragment):
+    _assert_user_error(run(*args, "--out", str(tmp_path / "o")), fragment)
+
+
+def test_resume_with_nothing_to_resume(tmp_path):
+    _assert_user_error(run("--env", "Pong", "--out", str(tmp_path / "empty"), "--resume"), "nothing to resume")
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    _assert_user_error(run("--env", "Pong", "--out", str(blocker / "sub")), "cannot create output directory")
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoints" / "latest.zip"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"garbage, not a zip")
+    _assert_user_error(run("--env", "Pong", "--out", str(tmp_path / "run"), "--resume"), "corrupt")
+    assert checkpoint.read_bytes() == b"garbage, not a zip"
+
+
+def test_wrong_game_checkpoint_and_existing_checkpoint_are_never_overwritten(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    assert run("--env", "Pong", "--out", str(out), "--config", str(tiny_config), "--eval-episodes", "1").returncode == 0
+    checkpoint = out / "checkpoints" / "latest.zip"
+    before = checkpoint.read_bytes()
+    _assert_user_error(run("--env", "Qbert", "--out", str(out), "--resume"), "trained on 'pong', not 'qbert'")
+    _assert_user_error(run("--env", "Pong", "--out", str(out)), "already holds a checkpoint")
+    assert checkpoint.read_bytes() == before
