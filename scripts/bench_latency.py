@@ -5,6 +5,13 @@ random (latency does not depend on them). Each path is timed per call (batch 1, 
 exit); the paths are interleaved round-robin so background load hits them alike, and medians are reported.
 
     python scripts/bench_latency.py --repeats 2000 --threads 1 --json bench.json
+
+With ``--agent DIR`` it benchmarks a trained agent instead (:mod:`ee_rl.rl.agent_latency`): µs per decision on
+states the agent visits, at batch 1 and at the 8-env batch, on 1 and 2 threads, for the expert through SB3's
+``predict``, the expert through ee_rl's runner and the early-exit agent at the chosen threshold, in one run:
+
+    python scripts/bench_latency.py --agent agents/Pong --method ztw --threshold 0.8
+    python scripts/bench_latency.py --agent agents/Pong --from-sweep agents/Pong/sweep.csv --max-drop 1
 """
 
 from __future__ import annotations
@@ -14,61 +21,90 @@ import json
 from pathlib import Path
 
 import torch
-from gymnasium import spaces
-from stable_baselines3.common.torch_layers import NatureCNN
-from torch import nn
 
-from ee_rl.core import (
-    EarlyExitModel,
-    GeometricEnsemble,
-    StagedBackbone,
-    UInt8ToUnitFloat,
-    make_internal_classifiers,
-    measure_exit_latency,
-)
+from ee_rl.core import measure_exit_latency
+from ee_rl.errors import UserError, cli_main
+from ee_rl.rl.policy import ATARI_OBS_SHAPE as OBS_SHAPE
+from ee_rl.rl.policy import build_nature_cnn_early_exit
 
-OBS_SHAPE = (4, 84, 84)
+__all__ = ["OBS_SHAPE", "build_nature_cnn_early_exit", "main"]
 
 
-def build_nature_cnn_early_exit(
-    num_actions: int = 6, ensembles: bool = False, seed: int = 0
-) -> tuple[EarlyExitModel, nn.Module]:
-    """SB3 NatureCNN + Linear(512, num_actions) cut into 3 stages, with ICs after stages 1 and 2 (ZTW appendix A.2).
+def bench_trained_agent(args: argparse.Namespace) -> None:
+    """Benchmark the trained agent in ``args.agent`` (see the module docstring) and print (and save) the numbers."""
+    from ee_rl.io import atomic_write_json
+    from ee_rl.rl import agent_latency, sweep
+    from ee_rl.rl.checkpoint import load_model
+    from ee_rl.rl.games import rom_id
+    from ee_rl.rl.policy import agent_paths
 
-    Stages: [conv1+ReLU], [conv2+ReLU], [conv3+ReLU+Flatten+Linear+ReLU]; head: the action Linear; preprocess: /255.
-    ICs: conv 3x3 stride 4 keeping channels, SDN pool 4x4, linear to ``num_actions``; IC 2 cascaded on IC 1.
-    Returns the early-exit model and the original (unstaged) network ``x -> action_net(cnn(x / 255))``.
-    """
-    torch.manual_seed(seed)
-    space = spaces.Box(0, 255, OBS_SHAPE, dtype="uint8")
-    cnn = NatureCNN(space, features_dim=512)
-    action_net = nn.Linear(512, num_actions)
-    c = cnn.cnn  # Conv, ReLU, Conv, ReLU, Conv, ReLU, Flatten
-    stages = [nn.Sequential(c[0], c[1]), nn.Sequential(c[2], c[3]), nn.Sequential(c[4], c[5], c[6], cnn.linear)]
-    backbone = StagedBackbone(stages, action_net, preprocess=UInt8ToUnitFloat())
-    heads = make_internal_classifiers([32, 64], num_actions, cascade=True, stride=4, pool_size=4)
-    ens = [GeometricEnsemble(m + 1, num_actions) for m in range(2)] if ensembles else None
-    model = EarlyExitModel(backbone, heads, ens, attach_after=[0, 1]).eval()
-    original = nn.Sequential(UInt8ToUnitFloat(), cnn, action_net).eval()
-    return model, original
+    game = rom_id(args.env)
+    try:
+        thread_counts = [int(t) for t in args.thread_counts.split(",") if t.strip()]
+    except ValueError:
+        thread_counts = []
+    if not thread_counts or min(thread_counts) < 1:
+        raise UserError(f"--thread-counts must be comma-separated positive integers, got {args.thread_counts!r}")
+    method, threshold = args.method, args.threshold
+    if args.from_sweep is not None:
+        chosen = sweep.select_by_max_drop(sweep.read_csv(args.from_sweep), args.max_drop).get(method)
+        if chosen is None:
+            raise UserError(f"{args.from_sweep} has no {method} setting within {args.max_drop} of the expert's return")
+        threshold = chosen.threshold
+    rule = sweep.make_rule(method, threshold)
+    policy = sweep.load_agents(args.agent, [method], game)[method]
+    expert = load_model(agent_paths(args.agent, method).expert, device="cpu", game=game)
+    states = agent_latency.record_states(policy, rule, game, n_envs=args.n_envs, steps=args.steps, seed=args.seed)
+    report = agent_latency.measure_agent_latency(
+        policy, expert, rule, states, threads=thread_counts, repeats=args.repeats, warmup=args.warmup
+    )
+    print(f"{game}: {method} {sweep.rule_label(method, threshold)}, {report.decisions} recorded states, "
+          f"median of {args.repeats} passes")
+    print(agent_latency.format_latency(report))
+    if args.json is not None:
+        atomic_write_json(
+            args.json,
+            {"game": game, "method": method, "threshold": None if threshold == sweep.FULL else threshold,
+             **report.to_dict()},
+        )
+        print(f"wrote {args.json}")
 
 
+@cli_main
 def main() -> None:
     """Parse flags, build the NatureCNN early-exit model, time it and print (and optionally save) the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--repeats", type=int, default=2000, help="timed calls per configuration (default 2000)")
-    parser.add_argument("--warmup", type=int, default=200, help="untimed calls per configuration first (default 200)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per configuration (2000; agent: 20)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls per configuration (200; agent: 2)")
     parser.add_argument("--actions", type=int, default=6, help="number of actions K (default 6)")
     parser.add_argument("--ensembles", action="store_true", help="add geometric ensembles to the ICs")
     parser.add_argument("--no-channels-last", action="store_true", help="keep weights in NCHW instead of channels_last")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
+    agent = parser.add_argument_group("trained agent (--agent DIR)")
+    agent.add_argument("--agent", default=None, help="agent directory with expert.zip and exits-<method>.pt")
+    agent.add_argument("--env", default="Pong", help="game the agent plays (default Pong)")
+    agent.add_argument("--method", default="ztw", help="ztw, sdn or pbee (default ztw)")
+    agent.add_argument("--threshold", type=float, default=0.8, help="the agent's threshold (pbee: patience)")
+    agent.add_argument("--from-sweep", default=None, metavar="CSV", help="take the threshold from this sweep.csv")
+    agent.add_argument("--max-drop", type=float, default=1.0, help="with --from-sweep: cheapest within this (1.0)")
+    agent.add_argument("--thread-counts", default="1,2", help="thread counts to measure (default 1,2)")
+    agent.add_argument("--n-envs", type=int, default=8, help="parallel envs = the batched size (default 8)")
+    agent.add_argument("--steps", type=int, default=64, help="recorded steps of the agent (default 64)")
+    agent.add_argument("--seed", type=int, default=10_000, help="env seed for the recorded states")
     args = parser.parse_args()
-    for name in ("threads", "repeats", "actions"):
+    if args.repeats is None:
+        args.repeats = 20 if args.agent is not None else 2000
+    if args.warmup is None:
+        args.warmup = 2 if args.agent is not None else 200
+    for name in ("threads", "repeats", "actions", "n_envs", "steps"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.warmup < 0:
         parser.error(f"--warmup must be a non-negative integer, got {args.warmup}")
+    if args.agent is not None:
+        bench_trained_agent(args)
+        return
 
     torch.set_num_threads(args.threads)
     model, original = build_nature_cnn_early_exit(args.actions, ensembles=args.ensembles)

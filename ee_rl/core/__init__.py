@@ -15,8 +15,10 @@ from ee_rl.core.metrics import (
     evaluate_rule,
     hindsight_improvability,
     score_cost_curve,
+    select_cheapest_within_drop,
+    select_within_budget,
 )
-from ee_rl.core.model import AllExits, EarlyExitModel, EarlyExitOutput, simulate_inference
+from ee_rl.core.model import AllExits, EarlyExitModel, EarlyExitOutput, ExitChunk, simulate_inference
 
 __all__ = [
     "AdditiveEnsemble",
@@ -25,6 +27,7 @@ __all__ = [
     "EarlyExitOutput",
     "Ensemble",
     "EntropyExit",
+    "ExitChunk",
     "ExitCosts",
     "ExitLatency",
     "ExitRule",
@@ -49,5 +52,7 @@ __all__ = [
     "measure_exit_latency",
     "median_call_us",
     "score_cost_curve",
+    "select_cheapest_within_drop",
+    "select_within_budget",
     "simulate_inference",
 ]

@@ -115,9 +115,32 @@ def budget_table(
         raise ValueError("budget_table needs at least one OperatingPoint")
     table: dict[str, float | None] = {}
     for b in budgets:
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
-            raise ValueError(f"budgets must be positive fractions of the backbone cost (e.g. 0.25), got {b!r}")
-        feasible = [p for p in points if p.cost <= b]
-        table[f"{100 * b:g}%"] = max(feasible, key=lambda p: p.threshold).score if feasible else None
+        chosen = select_within_budget(points, b)
+        table[f"{100 * b:g}%"] = chosen.score if chosen is not None else None
     table["Max"] = max(p.score for p in points)
     return table
+
+
+def select_within_budget(points: Sequence[OperatingPoint], budget: float) -> OperatingPoint | None:
+    """The paper's budget rule: the point with the highest threshold whose cost ≤ ``budget`` (None if none fits).
+
+    ``budget`` is a fraction of the backbone's cost (0.5 = 50 %).
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"budgets must be positive fractions of the backbone cost (e.g. 0.25), got {budget!r}")
+    feasible = [p for p in points if p.cost <= budget]
+    return max(feasible, key=lambda p: p.threshold) if feasible else None
+
+
+def select_cheapest_within_drop(
+    points: Sequence[OperatingPoint], reference_score: float, max_drop: float
+) -> OperatingPoint | None:
+    """The cheapest point whose score is at least ``reference_score - max_drop`` (None if none is).
+
+    Ties in cost go to the higher score, then the higher threshold. Use it with the backbone's own score as the
+    reference: "the cheapest setting within ``max_drop`` of the full network".
+    """
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not max_drop >= 0:
+        raise ValueError(f"max_drop must be a non-negative number, got {max_drop!r}")
+    good = [p for p in points if p.score >= reference_score - max_drop]
+    return min(good, key=lambda p: (p.cost, -p.score, -p.threshold)) if good else None

@@ -6,8 +6,10 @@ are 0-based: ``0..M-1`` for the M internal exits, ``M`` for the backbone's own h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,6 +32,22 @@ class EarlyExitOutput:
     log_probs: torch.Tensor
     exit_index: torch.Tensor
     flops: torch.Tensor
+
+
+class ExitChunk(NamedTuple):
+    """The samples of a batch that one exit answered, as :meth:`EarlyExitModel.infer_iter` hands them over.
+
+    Attributes:
+        exit_index: 0-based exit that answered them (``M`` = the backbone's own head).
+        rows: ``(n,)`` long, their indices in the original batch (ascending; read-only: it may be shared).
+        log_probs: ``(n, K)`` their log-probabilities, row ``i`` for sample ``rows[i]``.
+        flops: FLOPs each of them cost (one number: every sample answered at the same exit paid the same).
+    """
+
+    exit_index: int
+    rows: torch.Tensor
+    log_probs: torch.Tensor
+    flops: int
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,7 @@ class EarlyExitModel(nn.Module):
         self._ic_at_stage = tuple(ic_at_stage)
         self._cascade = tuple(bool(getattr(h, "cascade_in", 0)) for h in heads)
         self._costs: dict[tuple, tuple[ExitCosts, tuple[int, ...], torch.Tensor]] = {}
+        self._all_rows: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     @property
     def num_ics(self) -> int:
@@ -199,31 +218,121 @@ class EarlyExitModel(nn.Module):
             final_log_probs=torch.log_softmax(final_logits, dim=-1),
         )
 
+    def attached_stage_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Run the frozen backbone once: the outputs of the stages the heads attach to (in head order) and the
+        backbone head's logits. Everything the heads need, so training can cache it across epochs (the backbone is
+        frozen) and call :meth:`exits_from_stage_outputs` instead of re-running the backbone."""
+        h = self.backbone.preprocess(x)
+        features: list[torch.Tensor] = []
+        for s, stage in enumerate(self.backbone.stages):
+            h = stage(h)
+            if self._ic_at_stage[s] >= 0:
+                features.append(h)
+        return features, self.backbone.head(h)
+
+    def exits_from_stage_outputs(
+        self,
+        features: Sequence[torch.Tensor],
+        final_logits: torch.Tensor,
+        *,
+        ensemble_grad_to_heads: bool = False,
+    ) -> AllExits:
+        """What :meth:`all_exits` answers, from the results of :meth:`attached_stage_outputs` (runs heads only).
+
+        ``features[m]`` is the output of stage ``attach_after[m]``; same cascade wiring, ensembles and grad rules
+        as :meth:`all_exits`, so ``exits_from_stage_outputs(*attached_stage_outputs(x))`` equals ``all_exits(x)``.
+        """
+        if len(features) != len(self.heads):
+            raise ValueError(f"got {len(features)} stage outputs for {len(self.heads)} heads; give one per head")
+        ic_logits: list[torch.Tensor] = []
+        ic_log_probs: list[torch.Tensor] = []
+        ens_log_probs: list[torch.Tensor] = []
+        for m, h in enumerate(features):
+            logits = self.heads[m](h, ic_logits[-1] if self._cascade[m] else None)
+            ic_logits.append(logits)
+            ic_log_probs.append(torch.log_softmax(logits, dim=-1))
+            if self.ensembles is not None:
+                members = ic_log_probs if ensemble_grad_to_heads else [t.detach() for t in ic_log_probs]
+                ens_log_probs.append(self.ensembles[m](members))
+        return AllExits(
+            ic_logits=torch.stack(ic_logits),
+            ic_log_probs=torch.stack(ic_log_probs),
+            ensemble_log_probs=torch.stack(ens_log_probs) if self.ensembles is not None else None,
+            final_logits=final_logits,
+            final_log_probs=torch.log_softmax(final_logits, dim=-1),
+        )
+
     @torch.inference_mode()
     def infer(self, x: torch.Tensor, rule: ExitRule) -> EarlyExitOutput:
         """Conditional inference with batch shrinking: samples that exit leave the batch; the rest go on.
 
         Stage by stage; after a stage with an IC, compute the IC (and its ensemble) on the still-active rows, answer
         the rows ``rule`` lets out and continue with the others (``index_select``). With a rule that never exits
-        early no head runs and the answer is exactly ``log_softmax(backbone(x))``.
+        early no head runs and the answer is exactly ``log_softmax(backbone(x))``. This gathers the chunks of
+        :meth:`infer_iter` (the one batch-shrinking loop) into per-sample outputs.
         """
+        self._check_infer_args(x, rule)
+        n = x.shape[0]
+        chunks = self._exit_chunks(x, rule)
+        first = next(chunks)
+        if first.rows.shape[0] == n:
+            # Everyone leaves together (always the case at batch 1): no scatter needed.
+            return EarlyExitOutput(
+                first.log_probs,
+                torch.full((n,), first.exit_index, dtype=torch.long, device=x.device),
+                torch.full((n,), first.flops, dtype=torch.long, device=x.device),
+            )
+        out_log_probs = first.log_probs.new_empty((n, first.log_probs.shape[1]))
+        out_exit = torch.empty((n,), dtype=torch.long, device=x.device)
+        for chunk in itertools.chain((first,), chunks):
+            out_log_probs.index_copy_(0, chunk.rows, chunk.log_probs)
+            out_exit.index_fill_(0, chunk.rows, chunk.exit_index)
+        return EarlyExitOutput(out_log_probs, out_exit, self._cost_entry(x)[2][out_exit])
+
+    def infer_iter(self, x: torch.Tensor, rule: ExitRule) -> Iterator[ExitChunk]:
+        """Conditional inference that hands over each exit's answers as soon as that exit has run (for streaming).
+
+        Same computation as :meth:`infer` (batch shrinking, same rows, same numbers): yields one :class:`ExitChunk`
+        per exit that answered at least one sample, in increasing exit order; the chunks' ``rows`` partition
+        ``0..B-1``. Arguments are checked now (``ValueError``), not at the first ``next``. Runs in inference mode.
+        """
+        self._check_infer_args(x, rule)
+        return self._exit_chunks_in_inference_mode(x, rule)
+
+    def _check_infer_args(self, x: torch.Tensor, rule: ExitRule) -> None:
         if not isinstance(rule, ExitRule):
             raise ValueError(f"rule must be an ExitRule (e.g. MaxProbExit(0.9)), got {type(rule).__name__}")
-        num_ics = len(self.heads)
-        rule.check_num_ics(num_ics)
-        n = x.shape[0]
-        if n == 0:
+        rule.check_num_ics(len(self.heads))
+        if x.shape[0] == 0:
             raise ValueError("infer needs a batch with at least one sample, got an empty batch")
-        costs, cumulative, table = self._cost_entry(x)
+
+    @torch.inference_mode()
+    def _exit_chunks_in_inference_mode(self, x: torch.Tensor, rule: ExitRule) -> Iterator[ExitChunk]:
+        # The decorator re-enters inference mode at every resumption of the generator.
+        yield from self._exit_chunks(x, rule)
+
+    def _rows_of_whole_batch(self, n: int, device: torch.device) -> torch.Tensor:
+        # ``arange(n)``, cached: at batch 1 one op more per call is measurable, and batch sizes repeat.
+        key = (n, device)
+        rows = self._all_rows.get(key)
+        if rows is None:
+            if len(self._all_rows) >= 256:
+                self._all_rows.clear()
+            with torch.inference_mode():
+                rows = self._all_rows[key] = torch.arange(n, device=device)
+        return rows
+
+    def _exit_chunks(self, x: torch.Tensor, rule: ExitRule) -> Iterator[ExitChunk]:
+        """The batch-shrinking loop (caller checks arguments and sets inference mode)."""
+        num_ics = len(self.heads)
+        n = x.shape[0]
+        costs, cumulative, _ = self._cost_entry(x)
         device = x.device
         backbone = self.backbone
         if rule.never_exits_early:
             log_probs = torch.log_softmax(backbone(x), dim=-1)
-            return EarlyExitOutput(
-                log_probs,
-                torch.full((n,), num_ics, dtype=torch.long, device=device),
-                torch.full((n,), costs.backbone, dtype=torch.long, device=device),
-            )
+            yield ExitChunk(num_ics, self._rows_of_whole_batch(n, device), log_probs, costs.backbone)
+            return
 
         heads, ensembles, cascade, ic_at_stage = self.heads, self.ensembles, self._cascade, self._ic_at_stage
         needs_history = rule.needs_history
@@ -232,8 +341,6 @@ class EarlyExitModel(nn.Module):
         prev_logits: torch.Tensor | None = None
         active: torch.Tensor | None = None  # original row ids still running; None = all rows, in order
         n_active = n
-        out_log_probs: torch.Tensor | None = None
-        out_exit: torch.Tensor | None = None
 
         h = backbone.preprocess(x)
         for s, stage in enumerate(backbone.stages):
@@ -252,22 +359,14 @@ class EarlyExitModel(nn.Module):
             # The one host sync per exit (at batch 1 skip the reduction: one op less).
             n_leave = int(leave.sum()) if n_active != 1 else int(leave)
             if n_leave:
-                if n_leave == n_active and out_log_probs is None:
-                    # Everyone leaves together (always the case at batch 1): no scatter needed.
-                    return EarlyExitOutput(
-                        log_probs,
-                        torch.full((n,), m, dtype=torch.long, device=device),
-                        torch.full((n,), cumulative[m], dtype=torch.long, device=device),
-                    )
-                if out_log_probs is None:
-                    out_log_probs = log_probs.new_empty((n, log_probs.shape[1]))
-                    out_exit = torch.full((n,), num_ics, dtype=torch.long, device=device)
+                if n_leave == n_active:
+                    # Everyone still running leaves here (always the case at batch 1): no row selection needed.
+                    rows = self._rows_of_whole_batch(n, device) if active is None else active
+                    yield ExitChunk(m, rows, log_probs, cumulative[m])
+                    return
                 rows = leave.nonzero().squeeze(1)
                 ids = rows if active is None else active.index_select(0, rows)
-                out_log_probs.index_copy_(0, ids, log_probs.index_select(0, rows))
-                out_exit.index_fill_(0, ids, m)
-                if n_leave == n_active:
-                    return EarlyExitOutput(out_log_probs, out_exit, table[out_exit])
+                yield ExitChunk(m, ids, log_probs.index_select(0, rows), cumulative[m])
                 keep = (~leave).nonzero().squeeze(1)
                 active = keep if active is None else active.index_select(0, keep)
                 n_active -= n_leave
@@ -279,11 +378,5 @@ class EarlyExitModel(nn.Module):
             prev_logits = logits
 
         log_probs = torch.log_softmax(backbone.head(h), dim=-1)
-        if out_log_probs is None:
-            return EarlyExitOutput(
-                log_probs,
-                torch.full((n,), num_ics, dtype=torch.long, device=device),
-                torch.full((n,), cumulative[num_ics], dtype=torch.long, device=device),
-            )
-        out_log_probs.index_copy_(0, active, log_probs)
-        return EarlyExitOutput(out_log_probs, out_exit, table[out_exit])
+        rows = self._rows_of_whole_batch(n, device) if active is None else active
+        yield ExitChunk(num_ics, rows, log_probs, cumulative[num_ics])

@@ -169,3 +169,60 @@ def _parts(n_heads: int = 2):
 def test_bad_input_raises_value_error(build) -> None:
     with pytest.raises(ValueError):
         build()
+
+
+@pytest.mark.parametrize("rule_name", ["maxprob", "patience"])
+def test_infer_iter_chunks_partition_the_batch_in_exit_order_and_equal_infer(rule_name: str) -> None:
+    patience = rule_name == "patience"
+    model = make_tiny_model(head_scale=5.0 if patience else 20.0)
+    if patience:
+        with torch.no_grad():
+            for head in model.heads:
+                head.linear.bias[0] += 1.0
+    x = random_images(16, seed=4)
+    rule = RULES[rule_name](*_thresholds_with_a_mix_of_exits(model, x))
+    expected = model.infer(x, rule)
+    chunks = list(model.infer_iter(x, rule))
+    assert len(chunks) >= 2, "test needs samples leaving at different exits"
+    exits = [c.exit_index for c in chunks]
+    assert exits == sorted(set(exits)), "one chunk per exit, in increasing exit order"
+    rows = torch.cat([c.rows for c in chunks])
+    assert sorted(rows.tolist()) == list(range(16))  # every sample exactly once
+    cumulative = model.exit_costs(x).cumulative
+    for c in chunks:
+        assert torch.equal(c.rows, c.rows.sort().values)
+        assert c.log_probs.shape == (len(c.rows), NUM_CLASSES)
+        assert torch.equal(expected.exit_index[c.rows], torch.full((len(c.rows),), c.exit_index))
+        assert torch.equal(c.log_probs, expected.log_probs[c.rows])
+        assert c.flops == cumulative[c.exit_index]
+
+
+def test_infer_iter_hands_over_early_exits_before_later_stages_run() -> None:
+    model = make_tiny_model()
+    x = random_images(16, seed=4)
+    conf, _ = _thresholds_with_a_mix_of_exits(model, x)
+    rule = PerExitThresholds([conf[0], 2.0, 2.0])  # about half leave at IC 0, the rest go to the final head
+    model.exit_costs(x)
+    last_stage_calls = [0]
+    model.backbone.stages[-1].register_forward_hook(lambda *_: last_stage_calls.__setitem__(0, last_stage_calls[0] + 1))
+    chunks = model.infer_iter(x, rule)
+    first = next(chunks)
+    assert first.exit_index == 0 and 0 < len(first.rows) < 16
+    assert last_stage_calls[0] == 0, "the IC-0 answers must be handed over before the last stage runs"
+    rest = list(chunks)
+    assert [c.exit_index for c in rest] == [3] and last_stage_calls[0] == 1
+    assert not first.log_probs.requires_grad and torch.is_inference(first.log_probs)
+
+
+def test_infer_iter_never_exit_rule_is_one_backbone_chunk_and_checks_arguments_eagerly() -> None:
+    model = make_tiny_model()
+    x = random_images(5)
+    (chunk,) = model.infer_iter(x, MaxProbExit(1.5))
+    assert chunk.exit_index == 3 and chunk.rows.tolist() == list(range(5))
+    assert chunk.flops == model.exit_costs(x).backbone
+    with torch.no_grad():
+        assert torch.equal(chunk.log_probs, torch.log_softmax(model.backbone(x), dim=-1))
+    with pytest.raises(ValueError):
+        model.infer_iter(x, PerExitThresholds([0.5, 0.5]))  # raises before the first next()
+    with pytest.raises(ValueError):
+        model.infer_iter(random_images(0), MaxProbExit(0.5))

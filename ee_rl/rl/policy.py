@@ -1,0 +1,550 @@
+"""Early-exit policies on a frozen SB3 PPO expert (NatureCNN): staging, acting, saving and loading the heads.
+
+The expert's NatureCNN is cut into three stages (ZTW appendix A.2)::
+
+    uint8 (n, 4, 84, 84) -> /255 -> [conv1, ReLU] -> [conv2, ReLU] -> [conv3, ReLU, flatten, linear 512, ReLU]
+                                          |IC 1           |IC 2                                    -> action_net
+
+and internal classifiers (conv 3x3 stride 4 keeping the channel count, SDN pool 4x4, linear to the action logits)
+are attached after stages 1 and 2. The last exit is the expert's own ``action_net``, so with no early exit the
+agent *is* the expert (bit for bit). Everything early-exit (heads, ensembles, rules, batch-shrinking inference,
+FLOPs) comes from :mod:`ee_rl.core`; this module only wires an SB3 policy into it.
+
+A trained agent ships as two files: the expert's SB3 zip and one ``exits-<method>.pt`` holding the heads, the
+ensembles, the method and a SHA-256 of the expert they were trained on (see :func:`save_exit_heads`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
+from stable_baselines3.common.torch_layers import NatureCNN
+from torch import nn
+
+from ee_rl.core import (
+    AllExits,
+    EarlyExitModel,
+    ExitCosts,
+    ExitRule,
+    StagedBackbone,
+    UInt8ToUnitFloat,
+    make_ensembles,
+    make_internal_classifiers,
+)
+from ee_rl.errors import UserError
+from ee_rl.io import atomic_write_bytes
+from ee_rl.rl.fast_ppo import ChannelsLastNatureCNN, scale_pixels_channels_last
+
+#: Training methods with their own heads file. PBEE needs no training: it reuses the SDN heads.
+METHODS = ("ztw", "sdn")
+#: Methods an agent can be run with (``pbee`` = SDN heads + the patience rule).
+AGENT_METHODS = (*METHODS, "pbee")
+ENSEMBLE_KINDS = ("geometric", "additive")
+#: Marks a file written by :func:`save_exit_heads`.
+HEADS_FORMAT = "ee_rl.exit_heads"
+HEADS_FORMAT_VERSION = 1
+#: Stage indices the ICs attach after: conv1 and conv2 (ZTW appendix A.2).
+NATURE_CNN_ATTACH_AFTER = (0, 1)
+#: Atari observations: 4 stacked 84x84 grayscale frames.
+ATARI_OBS_SHAPE = (4, 84, 84)
+
+
+class ScalePixelsChannelsLast(nn.Module):
+    """Pixels in [0, 255] -> float32 in [0, 1] laid out channels_last: the fast expert's own preprocessing.
+
+    Values are bit-identical to :class:`ee_rl.core.UInt8ToUnitFloat` (both divide by 255); only the memory
+    layout differs, which keeps the staged convolutions exactly those the fast expert runs.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x / 255`` as float32, channels_last (a new tensor)."""
+        return scale_pixels_channels_last(x)
+
+
+# --- method ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitMethod:
+    """How the ICs are wired and combined: ZTW, SDN, or an appendix-C ablation of ZTW.
+
+    Attributes:
+        method: ``"ztw"`` (cascade + ensembles) or ``"sdn"`` (independent ICs, no ensembles).
+        cascade: IC m also gets IC m-1's logits (ZTW eq. 1).
+        ensemble: ``"geometric"`` (ZTW eq. 2), ``"additive"`` (appendix C.2) or None (no ensembles).
+        detach_cascade: stop the gradient through the cascade input (ZTW default; False = appendix C.3 ablation).
+    """
+
+    method: str = "ztw"
+    cascade: bool = True
+    ensemble: str | None = "geometric"
+    detach_cascade: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.ensemble is not None and self.ensemble not in ENSEMBLE_KINDS:
+            raise UserError(f"ensemble must be one of {', '.join(ENSEMBLE_KINDS)} or None, got {self.ensemble!r}")
+        if self.method == "sdn" and (self.cascade or self.ensemble is not None or not self.detach_cascade):
+            raise UserError("the ablation flags apply to --method ztw only; sdn has independent ICs and no ensembles")
+        if self.method == "ztw" and not self.cascade and self.ensemble is None:
+            raise UserError("ztw without cascade and without ensembles is sdn: use --method sdn")
+        if not self.cascade and not self.detach_cascade:
+            raise UserError("--no-stop-gradient needs cascade connections (it is not compatible with ensemble-only)")
+
+    @property
+    def name(self) -> str:
+        """Short name for file and directory names: ``ztw``, ``sdn``, or ``ztw-<ablations>``."""
+        if self.method == "sdn":
+            return "sdn"
+        parts = ["ztw"]
+        if not self.cascade:
+            parts.append("ensemble-only")
+        if self.ensemble is None:
+            parts.append("cascade-only")
+        if self.ensemble == "additive":
+            parts.append("additive")
+        if not self.detach_cascade:
+            parts.append("no-stop-gradient")
+        return "-".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for the heads file and JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ExitMethod:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+def exit_method(
+    method: str = "ztw",
+    *,
+    cascade_only: bool = False,
+    ensemble_only: bool = False,
+    additive: bool = False,
+    no_stop_gradient: bool = False,
+) -> ExitMethod:
+    """The :class:`ExitMethod` for ``--method`` and the appendix-C ablation flags (ZTW only).
+
+    ``cascade_only``: no ensembles (C.1); ``ensemble_only``: no cascade connections (C.1); ``additive``: additive
+    instead of geometric ensembles (C.2); ``no_stop_gradient``: gradients flow through the cascade (C.3).
+    """
+    if method not in METHODS:
+        raise UserError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    flags = {
+        "--cascade-only": cascade_only,
+        "--ensemble-only": ensemble_only,
+        "--additive": additive,
+        "--no-stop-gradient": no_stop_gradient,
+    }
+    used = [name for name, on in flags.items() if on]
+    if method == "sdn":
+        if used:
+            raise UserError(f"{', '.join(used)} are ablations of ztw; use them with --method ztw, not sdn")
+        return ExitMethod("sdn", cascade=False, ensemble=None, detach_cascade=True)
+    if cascade_only and ensemble_only:
+        raise UserError("--cascade-only and --ensemble-only exclude each other (both off is plain ztw)")
+    if cascade_only and additive:
+        raise UserError("--additive changes the ensembles, but --cascade-only removes them")
+    if ensemble_only and no_stop_gradient:
+        raise UserError("--no-stop-gradient acts on cascade connections, but --ensemble-only removes them")
+    ensemble = None if cascade_only else ("additive" if additive else "geometric")
+    return ExitMethod("ztw", cascade=not ensemble_only, ensemble=ensemble, detach_cascade=not no_stop_gradient)
+
+
+# --- staging the expert ---------------------------------------------------------------------------------------
+
+
+def _stages_from_nature_cnn(cnn: NatureCNN, policy_net: nn.Module | None) -> list[nn.Module]:
+    c = cnn.cnn  # Conv, ReLU, Conv, ReLU, Conv, ReLU, Flatten
+    if len(c) != 7 or not all(isinstance(c[i], nn.Conv2d) for i in (0, 2, 4)):
+        raise UserError(
+            "the expert's feature extractor is not SB3's NatureCNN (conv, ReLU x3, flatten); only NatureCNN "
+            "experts (CnnPolicy) can be staged"
+        )
+    last = [c[4], c[5], c[6], cnn.linear]
+    if policy_net is not None and len(list(policy_net.children())) > 0:
+        last.append(policy_net)  # net_arch layers between the features and action_net (none in CnnPolicy)
+    return [nn.Sequential(c[0], c[1]), nn.Sequential(c[2], c[3]), nn.Sequential(*last)]
+
+
+def nature_cnn_stages(policy: ActorCriticCnnPolicy) -> StagedBackbone:
+    """The expert's actor as a frozen :class:`StagedBackbone` of 3 stages with its own ``action_net`` as the head.
+
+    Stages: [conv1+ReLU], [conv2+ReLU], [conv3+ReLU+flatten+linear+ReLU (+ any actor MLP)]; preprocess: pixels / 255
+    (channels_last for :class:`ee_rl.rl.fast_ppo.ChannelsLastCnnPolicy` experts, as they run it). Works for stock
+    SB3 ``CnnPolicy`` and ee_rl's ``ChannelsLastCnnPolicy``. The modules are deep copies: the PPO object's own
+    parameters are left untouched (not even their ``requires_grad``). ``backbone(x)`` equals the expert's action
+    logits bit for bit.
+    """
+    if not isinstance(policy, ActorCriticCnnPolicy):
+        raise UserError(f"the expert must be an SB3 ActorCriticCnnPolicy (PPO CnnPolicy), got {type(policy).__name__}")
+    if not isinstance(policy.action_space, spaces.Discrete):
+        raise UserError(f"early exits need a discrete action space, the expert has {policy.action_space}")
+    cnn = policy.pi_features_extractor
+    if not isinstance(cnn, NatureCNN):
+        raise UserError(f"the expert's feature extractor must be NatureCNN, got {type(cnn).__name__}")
+    if isinstance(cnn, ChannelsLastNatureCNN):
+        preprocess: nn.Module = ScalePixelsChannelsLast()
+    elif policy.normalize_images:
+        preprocess = UInt8ToUnitFloat()
+    else:
+        raise UserError("the expert does not scale its pixels (normalize_images=False): cannot stage it")
+    cnn = copy.deepcopy(cnn)
+    policy_net = copy.deepcopy(policy.mlp_extractor.policy_net)
+    action_net = copy.deepcopy(policy.action_net)
+    return StagedBackbone(_stages_from_nature_cnn(cnn, policy_net), action_net, preprocess=preprocess)
+
+
+def build_nature_cnn_early_exit(
+    num_actions: int = 6, ensembles: bool = False, seed: int = 0
+) -> tuple[EarlyExitModel, nn.Module]:
+    """A random-weight SB3 NatureCNN + ``Linear(512, num_actions)`` as a ZTW early-exit model (for benchmarks).
+
+    Same staging as :func:`nature_cnn_stages`, ICs after stages 1 and 2 (IC 2 cascaded on IC 1), geometric
+    ensembles if ``ensembles``. Returns the early-exit model and the original (unstaged) network
+    ``x -> action_net(cnn(x / 255))``; latency and FLOPs do not depend on the weights.
+    """
+    torch.manual_seed(seed)
+    space = spaces.Box(0, 255, ATARI_OBS_SHAPE, dtype="uint8")
+    cnn = NatureCNN(space, features_dim=512)
+    action_net = nn.Linear(512, num_actions)
+    backbone = StagedBackbone(_stages_from_nature_cnn(cnn, None), action_net, preprocess=UInt8ToUnitFloat())
+    heads = make_internal_classifiers([32, 64], num_actions, cascade=True, stride=4, pool_size=4)
+    ens = make_ensembles(2, num_actions, "geometric") if ensembles else None
+    model = EarlyExitModel(backbone, heads, ens, attach_after=list(NATURE_CNN_ATTACH_AFTER)).eval()
+    original = nn.Sequential(UInt8ToUnitFloat(), cnn, action_net).eval()
+    return model, original
+
+
+# --- the policy -----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ActResult:
+    """One batched decision of an :class:`EarlyExitPolicy`.
+
+    Attributes:
+        actions: ``(n,)`` int64, the argmax action of the exit that answered.
+        exit_index: ``(n,)`` int64, 0-based exit (``num_ics`` = the expert's own head).
+        flops: ``(n,)`` int64, FLOPs really spent on each sample (see :mod:`ee_rl.core.flops`).
+        log_probs: ``(n, K)`` float32, that exit's action log-probabilities.
+        backbone_flops: FLOPs of one plain expert decision (the 100 % reference).
+    """
+
+    actions: np.ndarray
+    exit_index: np.ndarray
+    flops: np.ndarray
+    log_probs: np.ndarray
+    backbone_flops: int
+
+    @property
+    def cost_fraction(self) -> np.ndarray:
+        """``(n,)`` each decision's FLOPs as a fraction of the plain expert's."""
+        return self.flops / self.backbone_flops
+
+
+class EarlyExitPolicy(nn.Module):
+    """A frozen PPO expert with internal classifiers: acts with early exits, reports what it computed.
+
+    Args:
+        model: the core :class:`EarlyExitModel` (backbone from :func:`nature_cnn_stages`).
+        method: how the heads are wired (:class:`ExitMethod`).
+        game: ALE ROM id the expert plays (e.g. ``pong``), or None if unknown.
+        expert_sha256: hash of the expert's zip the heads belong to, or None.
+        ic_stride, pool_size: IC architecture (kept for saving).
+        obs_shape: per-sample observation shape.
+    """
+
+    def __init__(
+        self,
+        model: EarlyExitModel,
+        method: ExitMethod,
+        *,
+        game: str | None = None,
+        expert_sha256: str | None = None,
+        ic_stride: int = 4,
+        pool_size: int = 4,
+        obs_shape: tuple[int, ...] = ATARI_OBS_SHAPE,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+        self.game = game
+        self.expert_sha256 = expert_sha256
+        self.ic_stride = ic_stride
+        self.pool_size = pool_size
+        self.obs_shape = tuple(obs_shape)
+        self.num_actions = int(model.heads[0].num_classes)
+
+    @classmethod
+    def from_expert(
+        cls,
+        policy: ActorCriticCnnPolicy,
+        method: ExitMethod,
+        *,
+        game: str | None = None,
+        expert_sha256: str | None = None,
+        ic_stride: int = 4,
+        pool_size: int = 4,
+        seed: int | None = None,
+    ) -> EarlyExitPolicy:
+        """Fresh (untrained) ICs after conv1 and conv2 of the expert ``policy`` (an SB3 CnnPolicy).
+
+        ``seed`` fixes the heads' initialisation (without touching the global torch RNG); None draws from it.
+        """
+        backbone = nature_cnn_stages(policy)
+        obs_shape = tuple(policy.observation_space.shape)
+        num_actions = int(policy.action_space.n)
+        sample = torch.zeros((1, *obs_shape), dtype=torch.uint8)
+        shapes = backbone.stage_output_shapes(sample)
+        channels = [int(shapes[s][0]) for s in NATURE_CNN_ATTACH_AFTER]
+        def build_heads() -> nn.ModuleList:
+            return make_internal_classifiers(
+                channels,
+                num_actions,
+                cascade=method.cascade,
+                stride=ic_stride,
+                pool_size=pool_size,
+                detach_cascade=method.detach_cascade,
+            )
+
+        if seed is None:
+            heads = build_heads()
+        else:
+            with torch.random.fork_rng(devices=[]):  # a seed must not reseed the caller's global torch RNG
+                torch.manual_seed(seed)
+                heads = build_heads()
+        ensembles = (
+            make_ensembles(len(channels), num_actions, method.ensemble) if method.ensemble is not None else None
+        )
+        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER))
+        return cls(
+            model, method, game=game, expert_sha256=expert_sha256, ic_stride=ic_stride, pool_size=pool_size,
+            obs_shape=obs_shape,
+        ).eval()
+
+    # --- properties ---
+
+    @property
+    def num_ics(self) -> int:
+        """M, the number of internal classifiers; exit index M is the expert's own head."""
+        return self.model.num_ics
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live."""
+        return next(self.model.backbone.parameters()).device
+
+    @property
+    def exit_costs(self) -> ExitCosts:
+        """FLOPs of every part and of answering at each exit, for one observation."""
+        return self.model.exit_costs(torch.zeros((1, *self.obs_shape), dtype=torch.uint8, device=self.device))
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """The heads (and ensembles): everything that is not the frozen expert."""
+        parts = {"heads": self.model.heads}
+        if self.model.ensembles is not None:
+            parts["ensembles"] = self.model.ensembles
+        return nn.ModuleDict(parts)
+
+    # --- inference ---
+
+    def obs_tensor(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Check a batch of uint8 observations ``(n, *obs_shape)`` and put it on the policy's device."""
+        if isinstance(obs, np.ndarray):
+            obs = torch.from_numpy(obs)
+        if not isinstance(obs, torch.Tensor):
+            raise ValueError(f"observations must be a numpy array or a torch tensor, got {type(obs).__name__}")
+        if obs.dtype != torch.uint8 or obs.dim() != 1 + len(self.obs_shape) or tuple(obs.shape[1:]) != self.obs_shape:
+            raise ValueError(
+                f"observations must be uint8 of shape (n, {', '.join(map(str, self.obs_shape))}), "
+                f"got {obs.dtype} {tuple(obs.shape)}"
+            )
+        if obs.shape[0] == 0:
+            raise ValueError("observations must hold at least one sample, got an empty batch")
+        return obs.to(self.device)
+
+    def act(self, obs: np.ndarray | torch.Tensor, rule: ExitRule) -> ActResult:
+        """Early-exit decision for a batch (batch-shrinking inference): argmax action of the exit that answered."""
+        x = self.obs_tensor(obs)
+        out = self.model.infer(x, rule)
+        return ActResult(
+            actions=out.log_probs.argmax(dim=-1).cpu().numpy().astype(np.int64),
+            exit_index=out.exit_index.cpu().numpy().astype(np.int64),
+            flops=out.flops.cpu().numpy().astype(np.int64),
+            log_probs=out.log_probs.float().cpu().numpy(),
+            backbone_flops=self.model.exit_costs(x).backbone,  # cached per input shape
+        )
+
+    @torch.no_grad()
+    def all_exits(self, obs: np.ndarray | torch.Tensor) -> AllExits:
+        """Every exit's output (ICs, ensembles, the expert's head) for the batch, from one full pass."""
+        return self.model.all_exits(self.obs_tensor(obs))
+
+    @torch.no_grad()
+    def expert_log_probs(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(n, K)`` the plain expert's action log-probabilities (no head runs)."""
+        return torch.log_softmax(self.model.backbone(self.obs_tensor(obs)), dim=-1)
+
+    def expert_action(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(n,)`` int64 the plain expert's argmax action (what ``PPO.predict(deterministic=True)`` answers)."""
+        return self.expert_log_probs(obs).argmax(dim=-1).cpu().numpy().astype(np.int64)
+
+    # --- persistence ---
+
+    def heads_payload(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a heads file holds (see :func:`save_exit_heads`), as plain tensors and Python values."""
+        model = self.model
+        return {
+            "format": HEADS_FORMAT,
+            "version": HEADS_FORMAT_VERSION,
+            "game": self.game,
+            "expert_sha256": self.expert_sha256,
+            "method": self.method.to_dict(),
+            "num_actions": self.num_actions,
+            "obs_shape": list(self.obs_shape),
+            "attach_after": list(model.attach_after),
+            "ic_stride": self.ic_stride,
+            "pool_size": self.pool_size,
+            "heads": {k: v.detach().cpu().clone() for k, v in model.heads.state_dict().items()},
+            "ensembles": (
+                {k: v.detach().cpu().clone() for k, v in model.ensembles.state_dict().items()}
+                if model.ensembles is not None
+                else None
+            ),
+            "extra": dict(extra or {}),
+        }
+
+    def load_heads_payload(self, payload: Mapping[str, Any], source: str = "heads file") -> None:
+        """Load heads (and ensembles) from a :meth:`heads_payload` dict; a shape mismatch is a :class:`UserError`."""
+        try:
+            self.model.heads.load_state_dict(payload["heads"])
+            if self.model.ensembles is not None:
+                self.model.ensembles.load_state_dict(payload["ensembles"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise UserError(f"{source} does not fit this expert's heads: {str(exc).splitlines()[0]}") from None
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+
+
+def save_exit_heads(path: str | Path, policy: EarlyExitPolicy, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the heads, ensembles, method, game and expert hash as one file, atomically.
+
+    ``extra``: JSON-like values kept alongside (e.g. env steps trained, final per-IC agreement).
+    """
+    buffer = io.BytesIO()
+    torch.save(policy.heads_payload(extra), buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_heads_file(path: str | Path) -> dict[str, Any]:
+    """Read and check a heads file written by :func:`save_exit_heads` (no expert needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"heads file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for broken or foreign files
+        raise UserError(f"heads file {path} is corrupt or not a torch file: {type(exc).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != HEADS_FORMAT:
+        raise UserError(f"{path} is not an ee_rl heads file (written by train_exits.py)")
+    if payload.get("version") != HEADS_FORMAT_VERSION:
+        raise UserError(
+            f"heads file {path} has format version {payload.get('version')}, this ee_rl reads {HEADS_FORMAT_VERSION}"
+        )
+    return payload
+
+
+def policy_from_payload(
+    expert_policy: ActorCriticCnnPolicy,
+    payload: Mapping[str, Any],
+    *,
+    expert_sha256: str | None,
+    game: str | None,
+    source: str = "heads file",
+) -> EarlyExitPolicy:
+    """Rebuild an :class:`EarlyExitPolicy` from an expert's SB3 policy and a heads payload, checking they match.
+
+    A different expert (hash) or game than the heads were trained on is a :class:`UserError`.
+    """
+    saved_hash = payload.get("expert_sha256")
+    if saved_hash is not None and expert_sha256 is not None and saved_hash != expert_sha256:
+        raise UserError(
+            f"{source} was trained on a different expert (sha256 {saved_hash[:12]}…), not this one "
+            f"({expert_sha256[:12]}…); train heads for this expert with scripts/train_exits.py"
+        )
+    saved_game = payload.get("game")
+    if saved_game is not None and game is not None and saved_game != game:
+        raise UserError(f"{source} was trained on '{saved_game}', not '{game}'")
+    if int(payload["num_actions"]) != int(expert_policy.action_space.n):
+        raise UserError(
+            f"{source} predicts {payload['num_actions']} actions but the expert has {expert_policy.action_space.n}"
+        )
+    policy = EarlyExitPolicy.from_expert(
+        expert_policy,
+        ExitMethod.from_dict(payload["method"]),
+        game=saved_game if saved_game is not None else game,
+        expert_sha256=saved_hash if saved_hash is not None else expert_sha256,
+        ic_stride=int(payload["ic_stride"]),
+        pool_size=int(payload["pool_size"]),
+    )
+    policy.load_heads_payload(payload, source)
+    return policy.eval()
+
+
+def load_early_exit_agent(
+    expert_path: str | Path, heads_path: str | Path, *, device: str = "cpu", game: str | None = None
+) -> EarlyExitPolicy:
+    """Load an expert zip and a heads file into an :class:`EarlyExitPolicy` (eval mode, on ``device``).
+
+    The heads must have been trained on this very expert (same SHA-256) and game; ``game`` (optional, e.g.
+    ``Pong``) is checked too. Any mismatch, missing or corrupt file is a one-line :class:`UserError`.
+    """
+    from ee_rl.rl.checkpoint import file_sha256, load_model, meta
+    from ee_rl.rl.games import rom_id
+
+    payload = read_heads_file(heads_path)
+    wanted = rom_id(game) if game is not None else None
+    saved_game = payload.get("game")
+    if wanted is not None and saved_game is not None and saved_game != wanted:
+        raise UserError(f"heads file {heads_path} was trained on '{saved_game}', not '{wanted}'")
+    expert = load_model(expert_path, device="cpu", game=wanted)
+    expert_game = meta(expert).get("game")
+    policy = policy_from_payload(
+        expert.policy,
+        payload,
+        expert_sha256=file_sha256(expert_path),
+        game=rom_id(expert_game) if expert_game is not None else wanted,
+        source=f"heads file {heads_path}",
+    )
+    return policy.to(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentPaths:
+    """Where a shipped agent's files are: ``agents/<Game>/expert.zip`` and ``agents/<Game>/exits-<method>.pt``."""
+
+    expert: Path
+    heads: Path
+
+
+def agent_paths(agent_dir: str | Path, method: str) -> AgentPaths:
+    """Paths of the expert and of the heads file for ``method`` (``ztw``, ``sdn``; ``pbee`` uses the SDN heads)."""
+    if method not in AGENT_METHODS:
+        raise UserError(f"method must be one of {', '.join(AGENT_METHODS)}, got {method!r}")
+    agent_dir = Path(agent_dir)
+    heads_method = "sdn" if method == "pbee" else method
+    return AgentPaths(agent_dir / "expert.zip", agent_dir / f"exits-{heads_method}.pt")

@@ -1,0 +1,111 @@
+"""Server and load-test settings: dataclass defaults, ``configs/serve.yaml``, command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
+from ee_rl.errors import UserError
+
+DEFAULT_CONFIG = CONFIG_DIR / "serve.yaml"
+
+
+@dataclasses.dataclass
+class ServeSettings:
+    """How the server batches and what it accepts.
+
+    Attributes:
+        host, port: where to listen (loopback by default).
+        max_batch: most items per model call (dynamic batches across clients).
+        max_wait_ms: longest a batch waits for more clients after its oldest item arrived.
+        max_items: most items in one client batch (HTTP request or WebSocket message).
+        max_body_bytes: largest request body / WebSocket message accepted, in bytes.
+        max_inflight_batches: batches one WebSocket connection may have in flight (more are read once one ends).
+        threads: torch intra-op threads (0 = torch's default).
+        threshold: default max-probability threshold (``--threshold``/``--tolerance`` override it).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    max_items: int = 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_inflight_batches: int = 8
+    threads: int = 1
+    threshold: float = 0.9
+
+    def validate(self) -> ServeSettings:
+        """Check every value; a bad one is a :class:`UserError` naming it."""
+        positive = ("max_batch", "max_items", "max_body_bytes", "max_inflight_batches")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"port must be in 0..65535, got {self.port}")
+        if not self.max_wait_ms >= 0:
+            raise UserError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.threads < 0:
+            raise UserError(f"threads must be >= 0 (0 = torch default), got {self.threads}")
+        if not self.threshold >= 0:
+            raise UserError(f"threshold must be >= 0, got {self.threshold}")
+        return self
+
+
+@dataclasses.dataclass
+class LoadTestSettings:
+    """Defaults of ``scripts/load_test.py``.
+
+    Attributes:
+        clients: concurrent WebSocket clients.
+        batches: batches each client sends (one after the other).
+        batch_size: items per batch.
+        inputs: distinct real inputs drawn for the test (items are picked from them).
+        timeout_s: the whole test's time limit.
+        connect_timeout_s: time limit of one client's connection.
+        seed: input and item-choice seed.
+    """
+
+    clients: int = 200
+    batches: int = 5
+    batch_size: int = 4
+    inputs: int = 512
+    timeout_s: float = 300.0
+    connect_timeout_s: float = 60.0
+    seed: int = 0
+
+    def validate(self) -> LoadTestSettings:
+        """Check every value; a bad one is a :class:`UserError` naming it."""
+        for name in ("clients", "batches", "batch_size", "inputs"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("timeout_s", "connect_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        return self
+
+
+def load_serve_settings(path: str | Path | None = None) -> ServeSettings:
+    """The ``serve`` section of ``path`` (default ``configs/serve.yaml``; dataclass defaults if that is absent)."""
+    if path is None and not DEFAULT_CONFIG.is_file():
+        return ServeSettings().validate()
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    values = merged_section(read_yaml(source), "serve", None)
+    return build_dataclass(ServeSettings, values, f"{source} [serve]").validate()
+
+
+def load_load_test_settings(path: str | Path | None = None) -> LoadTestSettings:
+    """The ``load_test`` section of ``path`` (default ``configs/serve.yaml``)."""
+    if path is None and not DEFAULT_CONFIG.is_file():
+        return LoadTestSettings().validate()
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    values = merged_section(read_yaml(source), "load_test", None)
+    return build_dataclass(LoadTestSettings, values, f"{source} [load_test]").validate()
+
+
+def override(settings: object, **values: object) -> None:
+    """Set the given fields that are not None (command-line flags over the config file)."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(settings, name, value)

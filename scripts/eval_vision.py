@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Evaluate SDN, PBEE and ZTW over one or more seeds and write the report (budget table CSV/Markdown, paired
+differences to SDN, hindsight improvability, plots).
+
+Example (trains what is missing, then evaluates 8 seeds):
+``python scripts/eval_vision.py --dataset digits-noisy --seeds 8 --train``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ee_rl.errors import UserError, cli_main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True,
+                        help="cifar10, cifar100, cifar2, tinyimagenet, imagenet, imagefolder, digits, digits-noisy")
+    parser.add_argument("--arch", default=None, help="backbone architecture (default as scripts/train_vision.py)")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's files (not needed for digits)")
+    parser.add_argument("--seeds", type=int, default=1, help="evaluate seeds 0..N-1 (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="evaluate this one seed only")
+    parser.add_argument("--methods", default="sdn,pbee,ztw",
+                        help="comma list: sdn, pbee, ztw, ztw-<ablation> (default sdn,pbee,ztw)")
+    parser.add_argument("--runs", default="runs/vision", help="parent of the per-seed run directories")
+    parser.add_argument("--out", default=None, help="report directory (default results/vision/<dataset>/)")
+    parser.add_argument("--train", action="store_true", help="train (or finish) what a seed's run lacks first")
+    parser.add_argument("--weights", default=None, help="with --train: pretrained backbone weights")
+    parser.add_argument("--transfer", action="store_true", help="with --train --weights: new linear head first")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--config", default=None, help="YAML recipe (default configs/vision.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set ics.epochs=5 (repeatable)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
+    return parser.parse_args()
+
+
+@cli_main
+def main() -> None:
+    args = parse_args()
+    import torch  # heavy imports after argument parsing
+
+    from ee_rl.vision.backbones import default_arch
+    from ee_rl.vision.config import load_vision_config
+    from ee_rl.vision.experiment import ExperimentSpec, evaluate_experiment
+    from ee_rl.vision.methods import variant_by_name
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.seed is None and args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise UserError("--methods is empty; e.g. --methods sdn,pbee,ztw")
+    for m in methods:
+        if m != "pbee":
+            variant_by_name(m)
+    if len(set(methods)) != len(methods):
+        raise UserError(f"--methods lists a method twice: {args.methods}")
+    arch = args.arch or default_arch(args.dataset)
+    config = load_vision_config(args.config, args.dataset, arch, args.overrides)
+    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
+    out = Path(args.out) if args.out else Path("results/vision") / args.dataset
+    summary = evaluate_experiment(ExperimentSpec(
+        dataset=args.dataset, arch=arch, seeds=seeds, runs_dir=Path(args.runs), out_dir=out, config=config,
+        methods=methods, data_dir=Path(args.data_dir) if args.data_dir else None, device=args.device,
+        progress=not args.no_progress_bar, train_missing=args.train,
+        weights=Path(args.weights) if args.weights else None, transfer=args.transfer,
+        command=shlex.join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+    ))
+    print((out / "budget_table.md").read_text())
+    print(json.dumps({"out": str(out), "wall_time_s": round(summary["wall_time_s"]["total"], 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Tests of ee_rl.rl.sweep and scripts/sweep.py on a fresh (untrained) PPO expert with random heads.
+
+Games are cut at 60 agent steps (ALE's frame cap lowered for the tests), so every setting plays in about a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ee_rl.rl.envs as envs
+from ee_rl.core import MaxProbExit, PatienceExit
+from ee_rl.errors import UserError
+from ee_rl.rl import sweep
+from ee_rl.rl.checkpoint import load_model
+from ee_rl.rl.evaluate import run_episodes
+from ee_rl.rl.policy import agent_paths, load_early_exit_agent
+from ee_rl.rl.sweep import FULL, SweepRow, SweepSettings
+from tests.rl.tiny_agent import shared_tiny_agent
+
+ROOT = Path(__file__).resolve().parents[2]
+SHORT_GAME_FRAMES = 240  # 60 agent steps
+SEED = 123
+EPISODES = 2
+
+
+@pytest.fixture(scope="module")
+def short_games():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(envs, "MAX_EPISODE_FRAMES", SHORT_GAME_FRAMES)
+        yield
+
+
+@pytest.fixture(scope="module")
+def agent_dir(tmp_path_factory) -> Path:
+    return shared_tiny_agent(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def ztw(agent_dir):
+    paths = agent_paths(agent_dir, "ztw")
+    return load_early_exit_agent(paths.expert, paths.heads, game="Pong")
+
+
+@pytest.fixture(scope="module")
+def result(agent_dir, short_games) -> sweep.SweepResult:
+    settings = SweepSettings(
+        methods=["ztw", "pbee"], thresholds=[0.5], patience=[1], episodes=EPISODES, n_envs=2, seed=SEED
+    )
+    return sweep.run_sweep("Pong", agent_dir, settings, progress=False)
+
+
+def recorded_states(n: int = 32) -> np.ndarray:
+    env = envs.make_atari_env("Pong", 1, training=False, seed=7, num_threads=1)
+    rng = np.random.default_rng(0)
+    states = [env.reset()]
+    for _ in range(n - 1):
+        states.append(env.step(rng.integers(0, 6, 1))[0])
+    env.close()
+    return np.concatenate(states)
+
+
+def hand_made_rows() -> list[SweepRow]:
+    def row(method, threshold, cost, ret):
+        return SweepRow(method, threshold, sweep.rule_label(method, threshold), 10, ret, 1.0, ret - 1, ret + 1,
+                        cost, 0.9, 100.0, 1000, (0.5, 0.25, 0.25))
+
+    return [
+        row("ztw", 0.2, 0.30, 10.0),
+        row("ztw", 0.4, 0.45, 17.5),
+        row("ztw", 0.6, 0.50, 19.3),  # the highest threshold at exactly 50 %
+        row("ztw", 0.8, 0.62, 20.5),
+        row("ztw", 1.0, 1.06, 20.6),
+        row("ztw", FULL, 1.00, 20.4),
+        row("sdn", 0.5, 0.55, 12.0),
+        row("sdn", 0.9, 0.80, 19.6),  # cheapest within 1 point of the expert (20.4)
+        row("sdn", 1.0, 0.80, 19.6),  # same cost, same return: the higher threshold wins
+        row("sdn", FULL, 1.00, 20.4),
+    ]
+
+
+def test_full_policy_row_is_the_expert_exactly(result, agent_dir, short_games):
+    row = result.expert  # the sweep's full-policy row, shared by every method
+    expert = load_model(agent_dir / "expert.zip", device="cpu")
+    env = envs.make_atari_env("Pong", 2, training=False, seed=SEED)
+    stats = run_episodes(lambda obs: expert.predict(obs, deterministic=True)[0], env, EPISODES)
+    env.close()
+    assert row.returns == tuple(stats.returns) and row.return_mean == np.mean(stats.returns)
+    assert row.decisions == sum(stats.lengths)
+    assert row.inference_time == 1.0 and row.agreement == 1.0
+    assert row.exit_rates == (0.0, 0.0, 1.0) and row.rule == "full"
+
+
+def test_sweep_rows_tables_plot_and_reproducibility(result, ztw, agent_dir, short_games, tmp_path):
+    rows = result.rows
+    assert [(r.method, r.threshold) for r in rows] == [("ztw", 0.5), ("ztw", FULL), ("pbee", 1.0), ("pbee", FULL)]
+    for r in rows:
+        assert r.episodes == EPISODES and len(r.returns) == EPISODES and r.decisions > 0
+        assert sum(r.exit_rates) == pytest.approx(1.0) and r.us_per_decision > 0
+        # The cost is exactly the exit-rate-weighted cost of each exit, as counted by the core.
+        relative = (1.0,) * 3 if r.is_full else result.exit_costs[r.method]
+        assert r.inference_time == pytest.approx(sum(p * c for p, c in zip(r.exit_rates, relative)), abs=1e-12)
+    for method in ("ztw", "pbee"):
+        full = next(r for r in rows if r.method == method and r.is_full)
+        assert full.returns == result.expert.returns and full.inference_time == 1.0
+    assert result.exit_costs["ztw"][0] < 0.4 < 1.0 < result.exit_costs["ztw"][-1]  # IC 1 ~ conv1; final = +heads
+
+    # The same seeds give the same numbers.
+    again = sweep.evaluate_setting(ztw, "ztw", 0.5, "Pong", episodes=EPISODES, n_envs=2, seed=SEED)
+    first = rows[0]
+    assert (again.returns, again.inference_time, again.agreement, again.exit_rates, again.decisions) == (
+        first.returns, first.inference_time, first.agreement, first.exit_rates, first.decisions
+    )
+
+    csv_path, json_path, png_path = sweep.write_sweep(result, tmp_path, sweep.selection_summary(rows, 0.5, 1.0))
+    with open(csv_path, newline="") as handle:
+        header = next(csv.reader(handle))
+    required = ["method", "threshold", "episodes", "return_mean", "return_std", "inference_time", "agreement",
+                "us_per_decision", "exit_rate_1", "exit_rate_2"]
+    assert set(required) <= set(header) and header == sweep.csv_columns(2)
+    back = sweep.read_csv(csv_path)
+    assert [(r.method, r.threshold, r.decisions, r.exit_rates) for r in back] == [
+        (r.method, r.threshold, r.decisions, tuple(round(x, 6) for x in r.exit_rates)) for r in rows
+    ]
+    assert [r.return_mean for r in back] == pytest.approx([r.return_mean for r in rows], abs=1e-6)
+    data = json.loads(json_path.read_text())
+    assert len(data["rows"]) == 4 and data["rows"][1]["threshold"] is None
+    assert data["selections"]["budget"]["selected"]["ztw"]["threshold"] in (0.5, None)
+    with Image.open(png_path) as image:
+        assert image.format == "PNG" and image.size[0] > 400
+
+
+def test_inference_time_never_decreases_as_the_threshold_rises(ztw):
+    states = recorded_states()
+    confidences = ztw.all_exits(states).exit_log_probs.exp().amax(dim=-1).flatten().numpy()
+    thresholds = sorted({*np.linspace(0.0, 1.0, 21).round(3), *np.quantile(confidences, [0.1, 0.3, 0.5, 0.7, 0.9])})
+
+    def cost(rule) -> float:
+        tally = sweep.DecisionTally(ztw.num_ics)
+        result = ztw.act(states, rule)
+        tally.add(result, result.actions)
+        return tally.inference_time
+
+    costs = [cost(MaxProbExit(float(t))) for t in thresholds]
+    assert all(a <= b for a, b in zip(costs, costs[1:])), costs
+    assert len(set(costs)) >= 3  # the recorded states really exit at different places
+    assert costs[-1] > 1.0  # tau = 1: every decision passes both heads, then the expert's head
+    assert cost(sweep.make_rule("ztw", FULL)) == 1.0  # no head runs: exactly the expert
+    patience = [cost(PatienceExit(p)) for p in range(4)]
+    assert all(a <= b for a, b in zip(patience, patience[1:])), patience
+
+
+def test_budget_selection_on_a_hand_made_table(tmp_path):
+    rows = hand_made_rows()
+    chosen = sweep.select_by_budget(rows, 0.5)
+    assert chosen["ztw"].threshold == 0.6 and chosen["ztw"].return_mean == 19.3
+    assert chosen["sdn"] is None  # nothing costs ≤ 50 %
+    assert sweep.select_by_budget(rows, 1.0)["ztw"].threshold == FULL
+    cheapest = sweep.select_by_max_drop(rows, 1.0)
+    assert cheapest["ztw"].threshold == 0.8  # 0.6 is cheaper but 1.1 points below the expert's 20.4
+    assert cheapest["sdn"].threshold == 1.0
+    assert sweep.select_by_max_drop(rows, 1.2)["ztw"].threshold == 0.6
+    assert sweep.select_by_max_drop(rows, 0.0)["sdn"].threshold == FULL
+    with pytest.raises(UserError, match="budget"):
+        sweep.select_by_budget(rows, 0.0)
+    with pytest.raises(UserError, match="max-drop"):
+        sweep.select_by_max_drop(rows, -1.0)
+    with pytest.raises(UserError, match="full-policy"):
+        sweep.select_by_max_drop([r for r in rows if not r.is_full], 1.0)
+    # The same selections from the table on disk.
+    path = sweep.write_csv(rows, tmp_path / "sweep.csv")
+    assert sweep.select_by_budget(sweep.read_csv(path), 0.5)["ztw"].threshold == 0.6
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *args])
+    try:
+        load_script(name).main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_errors_and_selection_from_a_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no agents/Pong here
+    code, _, err = run_script("sweep", ["--env", "Pong"], monkeypatch, capsys)
+    assert code == 2 and err.strip() == "error: agent file not found: agents/Pong/expert.zip (needed for method ztw)"
+    assert not (tmp_path / "runs").exists()
+    code, _, err = run_script("sweep", ["--env", "Pong", "--thresholds", "0.5,1.5"], monkeypatch, capsys)
+    assert code == 2 and "thresholds must be numbers in [0, 1]" in err and err.count("\n") == 1
+    code, _, err = run_script("sweep", ["--methods", "ztw,foo"], monkeypatch, capsys)
+    assert code == 2 and "unknown method 'foo'" in err
+    code, _, err = run_script("sweep", ["--budget", "0"], monkeypatch, capsys)
+    assert code == 2 and "--budget" in err
+
+    table = sweep.write_csv(hand_made_rows(), tmp_path / "sweep.csv")
+    code, out, _ = run_script("sweep", ["--from-csv", str(table), "--budget", "0.5", "--max-drop", "1"],
+                              monkeypatch, capsys)
+    assert code == 0
+    assert "budget 50% · ztw: max_prob>0.6: return +19.30" in out and "budget 50% · sdn: no setting fits" in out
+    assert "max drop 1 · sdn: max_prob>1: return +19.60" in out
+    code, _, err = run_script("sweep", ["--from-csv", str(tmp_path / "nope.csv"), "--budget", "0.5"],
+                              monkeypatch, capsys)
+    assert code == 2 and "sweep table not found" in err
+
+
+def test_settings_from_yaml(tmp_path):
+    settings = sweep.load_sweep_settings(None, "Pong")
+    assert settings.methods == ["ztw", "sdn", "pbee"] and settings.thresholds[0] == 0.1 and settings.episodes == 10
+    assert sweep.load_sweep_settings(None, "Pong", "quick").episodes < 10
+    assert sweep.setting_thresholds("pbee", settings, 2) == [1.0, 2.0, FULL]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep:\n  episodes: 0\n")
+    with pytest.raises(UserError, match="episodes must be a positive integer"):
+        sweep.load_sweep_settings(bad, "Pong")
+    with pytest.raises(UserError, match="no preset 'fast'"):
+        sweep.load_sweep_settings(None, "Pong", "fast")
+    assert math.isinf(sweep.read_csv(sweep.write_csv(hand_made_rows(), tmp_path / "t.csv"))[5].threshold)
