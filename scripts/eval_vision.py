@@ -30,6 +30,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", default="runs/vision", help="parent of the per-seed run directories")
     parser.add_argument("--out", default=None, help="report directory (default results/vision/<dataset>/)")
     parser.add_argument("--train", action="store_true", help="train (or finish) what a seed's run lacks first")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only re-render the tables and plots in --out from its seeds.json (no evaluation)")
     parser.add_argument("--weights", default=None, help="with --train: pretrained backbone weights")
     parser.add_argument("--transfer", action="store_true", help="with --train --weights: new linear head first")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -48,7 +50,7 @@ def main() -> None:
 
     from ee_rl.vision.backbones import default_arch
     from ee_rl.vision.config import load_vision_config
-    from ee_rl.vision.experiment import ExperimentSpec, evaluate_experiment
+    from ee_rl.vision.experiment import ExperimentSpec, evaluate_experiment, rewrite_report
     from ee_rl.vision.methods import variant_by_name
 
     if args.threads is not None:
@@ -69,6 +71,10 @@ def main() -> None:
     config = load_vision_config(args.config, args.dataset, arch, args.overrides)
     seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
     out = Path(args.out) if args.out else Path("results/vision") / args.dataset
+    if args.report_only:
+        rewrite_report(out, config)
+        print((out / "budget_table.md").read_text())
+        return
     summary = evaluate_experiment(ExperimentSpec(
         dataset=args.dataset, arch=arch, seeds=seeds, runs_dir=Path(args.runs), out_dir=out, config=config,
         methods=methods, data_dir=Path(args.data_dir) if args.data_dir else None, device=args.device,

@@ -69,8 +69,18 @@ def load_backbone(path: str | Path) -> tuple[StagedNet, dict[str, Any]]:
     net = build_backbone(
         record["arch"], record["num_classes"], record["input_shape"], record["mean"], record["std"]
     )
-    net.load_state_dict(record["state_dict"], strict=True)
+    _load_strict(net, record["state_dict"], path, f"the current {record['arch']} definition")
     return net.eval(), record
+
+
+def _load_strict(module: torch.nn.Module, state: dict, path: str | Path, what: str) -> None:
+    """``load_state_dict(strict=True)``; a mismatch (e.g. weights of an older definition) is a one-line error."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        raise UserError(f"{path} does not fit {what} ({detail}); retrain it or pass another file") from None
 
 
 def exits_record(
@@ -117,7 +127,7 @@ def load_exit_model(
     sample = torch.zeros(1, *backbone["input_shape"])
     ds = record.get("ic_downsample", False) if downsample is None else downsample
     model = build_model(variant, net.frozen(), net.placement, backbone["num_classes"], sample, downsample=ds)
-    model.heads.load_state_dict(record["heads"], strict=True)
+    _load_strict(model.heads, record["heads"], exits_path, f"the {variant.name} heads of this backbone")
     if model.ensembles is not None:
-        model.ensembles.load_state_dict(record["ensembles"], strict=True)
+        _load_strict(model.ensembles, record["ensembles"], exits_path, f"the {variant.name} ensembles")
     return model.eval(), record

@@ -142,7 +142,8 @@ def write_report(spec: ExperimentSpec, results: Sequence[SeedEvaluation]) -> dic
     plot_accuracy_vs_cost(results, methods, out / "accuracy_vs_inference_time.png", title)
     if hindsight_seeds:
         plot_hindsight(hindsight_seeds, out / "hindsight.png", f"{title} — hindsight improvability")
-    atomic_write_json(out / "seeds.json", [seed_to_json(r) for r in results])
+    # Compact JSON: this file holds every operating point of every seed.
+    atomic_write_text(out / "seeds.json", json.dumps([seed_to_json(r) for r in results], separators=(",", ":")))
     return {
         "dataset": spec.dataset,
         "arch": spec.arch,
@@ -155,6 +156,23 @@ def write_report(spec: ExperimentSpec, results: Sequence[SeedEvaluation]) -> dic
         "threads": torch.get_num_threads(),
         **spec.extra_info,
     }
+
+
+def rewrite_report(out_dir: str | Path, config: VisionConfig) -> dict[str, Any]:
+    """Re-render the report files of ``out_dir`` from its ``seeds.json`` and ``summary.json`` (no training and no
+    evaluation: the numbers are the recorded ones); ``summary.json`` itself is left as it is."""
+    out = Path(out_dir)
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {out / 'summary.json'} (run the evaluation first): {exc}") from None
+    results = load_seed_results(out / "seeds.json")
+    spec = ExperimentSpec(
+        dataset=summary["dataset"], arch=summary["arch"], seeds=[r.seed for r in results], runs_dir=out,
+        out_dir=out, config=config, methods=summary["methods"], command=summary.get("command", ""),
+    )
+    write_report(spec, results)
+    return summary
 
 
 def load_seed_results(path: str | Path) -> list[SeedEvaluation]:

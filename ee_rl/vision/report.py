@@ -78,8 +78,8 @@ def budget_markdown(
             rows = {r["budget"]: r for r in paired if r["method"] == method}
             cells = [_cell(rows[BUDGET_LABELS[h]]["diff_mean"], rows[BUDGET_LABELS[h]]["diff_se"], signed=True)
                      for h in headers]
-            seeds = sorted({rows[BUDGET_LABELS[h]]["n_seeds"] for h in headers})
-            lines.append(f"| {label(method)} | " + " | ".join(cells) + f" | {'/'.join(map(str, seeds))} |")
+            seeds = max(rows[BUDGET_LABELS[h]]["n_seeds"] for h in headers)
+            lines.append(f"| {label(method)} | " + " | ".join(cells) + f" | {seeds} |")
     if hindsight:
         hi_methods = list(dict.fromkeys(r["method"] for r in hindsight))
         ics = sorted({r["ic"] for r in hindsight})
@@ -132,7 +132,7 @@ def plot_accuracy_vs_cost(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{title} — {len(seeds)} seed(s), mean ± SE")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize="small", framealpha=0.9)
     return _save_figure(fig, path)
 
 
@@ -152,5 +152,5 @@ def plot_hindsight(seed_rows: Sequence[Mapping], path: str | Path, title: str) -
     ax.set_ylabel("hindsight improvability (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="best")
     return _save_figure(fig, path)

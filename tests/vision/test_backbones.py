@@ -130,3 +130,18 @@ def test_replace_final_linear_swaps_only_the_last_layer():
     after = net.state_dict()
     changed = {k for k in before if k not in after or not torch.equal(before[k], after[k])}
     assert changed == {"head.6.weight", "head.6.bias"}
+
+
+def test_backbone_checkpoint_of_another_definition_is_a_one_line_error(tmp_path):
+    from ee_rl.vision.checkpoint import backbone_record, load_backbone, save_torch
+
+    net = build_backbone("small_cnn", 10, (1, 8, 8), (0.3,), (0.4,), seed=0)
+    record = backbone_record(net, {"dataset": "digits", "num_classes": 10, "input_shape": [1, 8, 8],
+                                   "mean": [0.3], "std": [0.4]})
+    loaded, _ = load_backbone(save_torch(tmp_path / "backbone.pt", record))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+    record["state_dict"]["stages.0.0.weight"] = torch.zeros(32, 1, 3, 3)  # e.g. an older, wider small_cnn
+    save_torch(tmp_path / "backbone.pt", record)
+    with pytest.raises(UserError, match="does not fit the current small_cnn definition") as info:
+        load_backbone(tmp_path / "backbone.pt")
+    assert "\n" not in str(info.value)

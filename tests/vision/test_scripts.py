@@ -115,6 +115,14 @@ def test_digits_noisy_two_seeds_end_to_end_report(tmp_path, monkeypatch, capsys)
     costs = seeds[0]["methods"]["ztw"]["relative_costs"]
     assert costs == sorted(costs) and costs[-1] > 1.0  # answering at the final head pays for every IC too
 
+    # the report re-renders from seeds.json alone, to the same numbers
+    before = {name: (report / name).read_text() for name in ("budget_table.csv", "paired_vs_sdn.csv", "hindsight.csv")}
+    (report / "budget_table.csv").unlink()
+    code, _, stderr = run_script("eval_vision", ["--dataset", "digits-noisy", "--out", str(report), "--report-only"],
+                                 monkeypatch, capsys)
+    assert code == 0, stderr
+    assert {name: (report / name).read_text() for name in before} == before
+
     # heads trained on one backbone refuse another (seed 1's)
     with pytest.raises(UserError, match="different backbone"):
         load_exit_model(tmp_path / "runs" / "digits-noisy_small_cnn_s0" / "exits-ztw.pt",
