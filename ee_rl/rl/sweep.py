@@ -39,7 +39,7 @@ from ee_rl.core import (
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ee_rl.rl.envs import make_atari_env
-from ee_rl.rl.evaluate import run_episodes
+from ee_rl.rl.evaluate import EpisodeStats, run_episodes
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.policy import AGENT_METHODS, ActResult, EarlyExitPolicy, agent_paths, load_early_exit_agent
 
@@ -265,24 +265,22 @@ class DecisionTally:
         return self.timed_ns / self.timed_decisions / 1e3 if self.timed_decisions else math.nan
 
 
-def evaluate_setting(
+def play_games(
     policy: EarlyExitPolicy,
-    method: str,
-    threshold: float,
+    rule: ExitRule,
     game: str,
     *,
     episodes: int,
     n_envs: int,
     seed: int,
     sticky_prob: float = 0.1,
-) -> SweepRow:
-    """Play ``episodes`` full games with ``policy`` under the setting's rule and measure them (see :class:`SweepRow`).
+) -> tuple[EpisodeStats, DecisionTally]:
+    """Play ``episodes`` full games with ``policy.act(obs, rule)``: the episode stats and the decision tally.
 
     Games run in ``min(n_envs, episodes)`` parallel evaluation envs seeded ``seed, seed + 1, ...``; each batched
     decision is one ``policy.act`` call (batch-shrinking inference), timed on its own; the expert's action on the
     same states (for the agreement) is computed outside the timed call.
     """
-    rule = make_rule(method, threshold)
     tally = DecisionTally(policy.num_ics)
     counted: list[np.ndarray] = []
     clock = time.perf_counter_ns
@@ -303,6 +301,30 @@ def evaluate_setting(
         stats = run_episodes(act, env, episodes, on_step=remember_counted)
     finally:
         env.close()
+    return stats, tally
+
+
+def evaluate_setting(
+    policy: EarlyExitPolicy,
+    method: str,
+    threshold: float,
+    game: str,
+    *,
+    episodes: int,
+    n_envs: int,
+    seed: int,
+    sticky_prob: float = 0.1,
+) -> SweepRow:
+    """Play ``episodes`` full games with ``policy`` under the setting's rule and measure them (see :class:`SweepRow`).
+
+    Games run in ``min(n_envs, episodes)`` parallel evaluation envs seeded ``seed, seed + 1, ...``; each batched
+    decision is one ``policy.act`` call (batch-shrinking inference), timed on its own; the expert's action on the
+    same states (for the agreement) is computed outside the timed call.
+    """
+    rule = make_rule(method, threshold)
+    stats, tally = play_games(
+        policy, rule, game, episodes=episodes, n_envs=n_envs, seed=seed, sticky_prob=sticky_prob
+    )
     summary = stats.summary()
     return SweepRow(
         method=method,

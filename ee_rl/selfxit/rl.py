@@ -17,7 +17,6 @@ a sweep's CSV next to ZTW / SDN / PBEE.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,9 @@ from ee_rl.core.exits import ExitRule
 from ee_rl.errors import UserError
 from ee_rl.io import ensure_writable_dir
 from ee_rl.rl.envs import make_atari_env
-from ee_rl.rl.evaluate import run_episodes
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.policy import EarlyExitPolicy, agent_paths, load_early_exit_agent
-from ee_rl.rl.sweep import FULL, FULL_RULE, DecisionTally, SweepRow, read_csv, write_csv
+from ee_rl.rl.sweep import FULL, FULL_RULE, SweepRow, play_games, read_csv, write_csv
 from ee_rl.selfxit.evaluate import evaluate_held_out
 from ee_rl.selfxit.latency import latency_vs_batch
 from ee_rl.selfxit.pipeline import Calibration, calibrate_and_select, split_indices
@@ -102,26 +100,9 @@ def play(
     the exit rates line up with the agent that has every candidate exit (the sweep's CSV columns); None keeps the
     policy's own exits.
     """
-    tally = DecisionTally(policy.num_ics)
-    counted: list[np.ndarray] = []
-    clock = time.perf_counter_ns
-
-    def remember_counted(obs: np.ndarray, active: np.ndarray) -> None:
-        counted[:] = [active.copy()]
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        start = clock()
-        result = policy.act(obs, rule)
-        tally.add_time(clock() - start, obs.shape[0])
-        expert = result.actions if rule.never_exits_early else policy.expert_action(obs)
-        tally.add(result, expert, counted[0] if counted else None)
-        return result.actions
-
-    env = make_atari_env(game, min(n_envs, episodes), training=False, sticky_prob=sticky_prob, seed=seed)
-    try:
-        stats = run_episodes(act, env, episodes, on_step=remember_counted)
-    finally:
-        env.close()
+    stats, tally = play_games(
+        policy, rule, game, episodes=episodes, n_envs=n_envs, seed=seed, sticky_prob=sticky_prob
+    )
     rates = tally.exit_rates
     if exit_columns is not None:
         if num_candidates is None or len(exit_columns) != policy.num_ics:
