@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,3 +69,12 @@ def _coerce(value: Any, default: Any, what: str) -> Any:
             raise UserError(f"{what} must be a number, got {value!r}")
         return float(value)
     return value
+
+
+def require_positive_ints(settings: object, names: Iterable[str]) -> None:
+    """Raise a one-line :class:`UserError` naming the first of the fields ``names`` of ``settings`` whose value is
+    not a positive integer (``True`` is not one)."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{name} must be a positive integer, got {value!r}")

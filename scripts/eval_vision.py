@@ -15,14 +15,12 @@ import sys
 from pathlib import Path
 
 from ee_rl.errors import UserError, cli_main
+from ee_rl.vision.cli import add_common_args, apply_threads
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True,
-                        help="cifar10, cifar100, cifar2, tinyimagenet, imagenet, imagefolder, digits, digits-noisy")
-    parser.add_argument("--arch", default=None, help="backbone architecture (default as scripts/train_vision.py)")
-    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's files (not needed for digits)")
+    add_common_args(parser)
     parser.add_argument("--seeds", type=int, default=1, help="evaluate seeds 0..N-1 (default 1)")
     parser.add_argument("--seed", type=int, default=None, help="evaluate this one seed only")
     parser.add_argument("--methods", default="sdn,pbee,ztw",
@@ -34,29 +32,18 @@ def parse_args() -> argparse.Namespace:
                         help="only re-render the tables and plots in --out from its seeds.json (no evaluation)")
     parser.add_argument("--weights", default=None, help="with --train: pretrained backbone weights")
     parser.add_argument("--transfer", action="store_true", help="with --train --weights: new linear head first")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--config", default=None, help="YAML recipe (default configs/vision.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. --set ics.epochs=5 (repeatable)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
     return parser.parse_args()
 
 
 @cli_main
 def main() -> None:
     args = parse_args()
-    import torch  # heavy imports after argument parsing
-
-    from ee_rl.vision.backbones import default_arch
+    from ee_rl.vision.backbones import default_arch  # heavy imports after argument parsing
     from ee_rl.vision.config import load_vision_config
     from ee_rl.vision.experiment import ExperimentSpec, evaluate_experiment, rewrite_report
     from ee_rl.vision.methods import variant_by_name
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     if args.seed is None and args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

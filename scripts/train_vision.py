@@ -13,16 +13,12 @@ import sys
 from pathlib import Path
 
 from ee_rl.errors import UserError, cli_main
+from ee_rl.vision.cli import add_common_args, apply_threads
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True,
-                        help="cifar10, cifar100, cifar2, tinyimagenet, imagenet, imagefolder, digits, digits-noisy")
-    parser.add_argument("--arch", default=None,
-                        help="resnet56, vgg16_bn, mobilenet, wrn32_4, resnet50, small_cnn, ... "
-                             "(default: resnet56 on CIFAR/Tiny ImageNet, resnet50 on ImageNet, small_cnn on digits)")
-    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's files (not needed for digits)")
+    add_common_args(parser)
     parser.add_argument("--method", default="both", choices=("ztw", "sdn", "both"),
                         help="exit heads to train (PBEE uses the SDN heads); default both")
     parser.add_argument("--cascade-only", action="store_true", help="ZTW ablation: cascade, no ensembles")
@@ -39,30 +35,19 @@ def parse_args() -> argparse.Namespace:
                         help="pretrained backbone: torchvision ResNet-50 state dict (.pth) or an ee_rl backbone.pt")
     parser.add_argument("--transfer", action="store_true",
                         help="with --weights: train a new linear head for this dataset first (ZTW B.3)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--config", default=None, help="YAML recipe (default configs/vision.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. --set ics.epochs=5 (repeatable)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
     return parser.parse_args()
 
 
 @cli_main
 def main() -> None:
     args = parse_args()
-    import torch  # heavy imports after argument parsing
-
-    from ee_rl.vision.backbones import default_arch
+    from ee_rl.vision.backbones import default_arch  # heavy imports after argument parsing
     from ee_rl.vision.config import load_vision_config
     from ee_rl.vision.experiment import run_dir_for
     from ee_rl.vision.methods import SDN, exit_variant
     from ee_rl.vision.train import RunSpec, train_run
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     arch = args.arch or default_arch(args.dataset)
     if args.seeds is not None and (args.seeds < 1 or args.out is not None):
         raise UserError("--seeds N needs N >= 1 and writes to <runs>/<dataset>_<arch>_s<seed>/: do not pass --out")

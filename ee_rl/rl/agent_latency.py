@@ -19,6 +19,7 @@ from stable_baselines3 import PPO
 
 from ee_rl.core import ExitRule, MaxProbExit, median_call_us
 from ee_rl.rl.envs import make_atari_env
+from ee_rl.rl.evaluate import record_observations
 from ee_rl.rl.policy import EarlyExitPolicy
 
 #: The three paths, in report order.
@@ -41,14 +42,9 @@ def record_states(
         raise ValueError(f"steps and n_envs must be positive, got steps={steps}, n_envs={n_envs}")
     vec_env = make_atari_env(env, n_envs, training=False, sticky_prob=sticky_prob, seed=seed)
     try:
-        obs = vec_env.reset()
-        states = []
-        for _ in range(steps):
-            states.append(obs.copy())
-            obs = vec_env.step(policy.act(obs, rule).actions)[0]
+        return record_observations(lambda obs: policy.act(obs, rule).actions, vec_env, steps)
     finally:
         vec_env.close()
-    return np.stack(states)
 
 
 @dataclasses.dataclass(frozen=True)

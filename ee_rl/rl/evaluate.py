@@ -75,3 +75,22 @@ def run_episodes(
                 lengths.append(int(episode["l"]))
                 done_count[i] += 1
     return EpisodeStats(returns, lengths, steps)
+
+
+def record_observations(act: ActFn, env: VecEnv, batches: int, stride: int = 1) -> np.ndarray:
+    """``(batches, n_envs, *obs_shape)``: the observations ``act`` meets while playing ``env`` from a reset.
+
+    The envs take ``act``'s action at every step; the observation batch before every ``stride``-th decision (the
+    first included) is kept, until ``batches`` are kept.
+    """
+    if batches < 1 or stride < 1:
+        raise ValueError(f"batches and stride must be positive, got batches={batches}, stride={stride}")
+    kept: list[np.ndarray] = []
+    obs = env.reset()
+    step = 0
+    while len(kept) < batches:
+        if step % stride == 0:
+            kept.append(obs.copy())
+        obs = env.step(act(obs))[0]
+        step += 1
+    return np.stack(kept)

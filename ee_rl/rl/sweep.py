@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
+from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.core import (
     ExitRule,
     MaxProbExit,
@@ -113,10 +113,7 @@ class SweepSettings:
         for p in self.patience:
             if isinstance(p, bool) or not isinstance(p, int) or p < 0:
                 raise UserError(f"patience values must be non-negative integers, got {p!r}")
-        for name in ("episodes", "n_envs", "torch_threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("episodes", "n_envs", "torch_threads"))
         if not 0.0 <= self.sticky_prob < 1.0:
             raise UserError(f"sticky_prob must be in [0, 1), got {self.sticky_prob}")
         return self
@@ -325,11 +322,26 @@ def evaluate_setting(
     stats, tally = play_games(
         policy, rule, game, episodes=episodes, n_envs=n_envs, seed=seed, sticky_prob=sticky_prob
     )
+    return games_row(method, threshold, rule_label(method, threshold), stats, tally)
+
+
+def games_row(
+    method: str,
+    threshold: float,
+    rule: str,
+    stats: EpisodeStats,
+    tally: DecisionTally,
+    exit_rates: Sequence[float] | None = None,
+) -> SweepRow:
+    """The sweep row of games played by :func:`play_games`: their returns and the tally of their decisions.
+
+    ``exit_rates`` replaces the tally's own (e.g. mapped onto another agent's exits); None keeps them.
+    """
     summary = stats.summary()
     return SweepRow(
         method=method,
         threshold=float(threshold),
-        rule=rule_label(method, threshold),
+        rule=rule,
         episodes=int(summary["episodes"]),
         return_mean=float(summary["return_mean"]),
         return_std=float(summary["return_std"]),
@@ -339,7 +351,7 @@ def evaluate_setting(
         agreement=tally.agreement,
         us_per_decision=tally.us_per_decision,
         decisions=tally.decisions,
-        exit_rates=tally.exit_rates,
+        exit_rates=tuple(tally.exit_rates if exit_rates is None else exit_rates),
         returns=tuple(stats.returns),
     )
 

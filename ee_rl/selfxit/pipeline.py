@@ -44,6 +44,7 @@ from ee_rl.core.head_search import (
 )
 from ee_rl.core.model import AllExits, EarlyExitModel
 from ee_rl.selfxit.settings import SelfXitSettings
+from ee_rl.vision.evaluate import concat_all_exits
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> tuple[torch.Tensor, ...]:
@@ -89,14 +90,8 @@ def medial_datasets(
 @torch.no_grad()
 def all_exits_batched(model: EarlyExitModel, inputs: torch.Tensor, batch_size: int = 256) -> AllExits:
     """:meth:`EarlyExitModel.all_exits` over ``inputs`` in chunks, concatenated along the samples."""
-    parts = [model.all_exits(inputs[s : s + batch_size]) for s in range(0, inputs.shape[0], batch_size)]
-    ens = None if parts[0].ensemble_log_probs is None else torch.cat([p.ensemble_log_probs for p in parts], dim=1)
-    return AllExits(
-        ic_logits=torch.cat([p.ic_logits for p in parts], dim=1),
-        ic_log_probs=torch.cat([p.ic_log_probs for p in parts], dim=1),
-        ensemble_log_probs=ens,
-        final_logits=torch.cat([p.final_logits for p in parts]),
-        final_log_probs=torch.cat([p.final_log_probs for p in parts]),
+    return concat_all_exits(
+        [model.all_exits(inputs[s : s + batch_size]) for s in range(0, inputs.shape[0], batch_size)]
     )
 
 

@@ -17,6 +17,7 @@ a sweep's CSV next to ZTW / SDN / PBEE.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from ee_rl.core.exits import ExitRule
 from ee_rl.errors import UserError
 from ee_rl.io import ensure_writable_dir
 from ee_rl.rl.envs import make_atari_env
+from ee_rl.rl.evaluate import record_observations
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.policy import EarlyExitPolicy, agent_paths, load_early_exit_agent
-from ee_rl.rl.sweep import FULL, FULL_RULE, SweepRow, play_games, read_csv, write_csv
+from ee_rl.rl.sweep import FULL, FULL_RULE, SweepRow, games_row, play_games, read_csv, write_csv
 from ee_rl.selfxit.evaluate import evaluate_held_out
 from ee_rl.selfxit.latency import latency_vs_batch
 from ee_rl.selfxit.pipeline import Calibration, calibrate_and_select, split_indices
@@ -53,20 +55,11 @@ def collect_expert_states(
     """``(n_states, *obs_shape)`` uint8 observations the expert meets while playing (evaluation envs, argmax
     actions); every ``stride``-th decision of each env is kept."""
     env = make_atari_env(game, n_envs, training=False, sticky_prob=sticky_prob, seed=seed)
-    kept: list[np.ndarray] = []
-    count = 0
     try:
-        obs = env.reset()
-        step = 0
-        while count < n_states:
-            if step % stride == 0:
-                kept.append(obs.copy())
-                count += obs.shape[0]
-            obs, _, _, _ = env.step(policy.expert_action(obs))
-            step += 1
+        kept = record_observations(policy.expert_action, env, math.ceil(n_states / n_envs), stride)
     finally:
         env.close()
-    return np.concatenate(kept)[:n_states]
+    return kept.reshape(-1, *kept.shape[2:])[:n_states]
 
 
 def selfxit_policy(policy: EarlyExitPolicy, calibration: Calibration) -> EarlyExitPolicy:
@@ -111,14 +104,7 @@ def play(
         for i, m in enumerate(exit_columns):
             columns[m] += rates[i]
         rates = (*columns, rates[-1])
-    s = stats.summary()
-    return SweepRow(
-        method=method, threshold=float(threshold), rule=label, episodes=int(s["episodes"]),
-        return_mean=float(s["return_mean"]), return_std=float(s["return_std"]), return_min=float(s["return_min"]),
-        return_max=float(s["return_max"]), inference_time=tally.inference_time, agreement=tally.agreement,
-        us_per_decision=tally.us_per_decision, decisions=tally.decisions, exit_rates=tuple(rates),
-        returns=tuple(stats.returns),
-    )
+    return games_row(method, threshold, label, stats, tally, rates)
 
 
 def append_to_sweep_csv(row: SweepRow, path: Path) -> Path:

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
+from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.core.head_search import SearchSpace, TrainSettings
 from ee_rl.errors import UserError
 
@@ -66,10 +66,8 @@ class SelfXitSettings:
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
             ):
                 raise UserError(f"{name} must be a non-empty list of positive integers, got {values!r}")
-        for name in ("head_epochs", "head_batch_size", "batch_size", "timing_repeats", "latency_repeats", "threads",
-                     "states", "state_stride", "episodes", "n_envs"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        require_positive_ints(self, ("head_epochs", "head_batch_size", "batch_size", "timing_repeats",
+                                     "latency_repeats", "threads", "states", "state_stride", "episodes", "n_envs"))
         if self.search_trials < 0 or not 0 <= self.max_convs <= 2:
             raise UserError(f"search_trials must be >= 0 and max_convs 0-2, got {self.search_trials}, {self.max_convs}")
         if self.head_lr <= 0 or self.head_weight_decay < 0 or self.agreement_slack < 0:

@@ -72,14 +72,8 @@ def prepare_backbone(
         cfg = load_vision_config(config, dataset, arch)
         train_run(RunSpec(dataset, arch, run_dir, cfg, seed=seed, variants=(), resume=True, progress=progress))
         backbone_path = run_dir / "backbone.pt"
-    try:
-        net, record = load_backbone(backbone_path)
-    except RuntimeError as exc:  # weights of an older definition of the architecture
-        detail = next((line.strip() for line in str(exc).splitlines()[1:]), str(exc))
-        raise UserError(
-            f"{backbone_path} does not fit the current {arch} definition ({detail}); delete it to retrain, "
-            "or pass another --backbone"
-        ) from None
+    # A missing, unreadable or outdated file (weights of an older definition) is a one-line UserError there.
+    net, record = load_backbone(backbone_path)
     if record.get("dataset") != dataset:
         raise UserError(f"{backbone_path} was trained on {record.get('dataset')!r}, not on {dataset!r}")
     if record.get("arch") != arch:

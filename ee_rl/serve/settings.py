@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TypeVar
 
-from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
+from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.errors import UserError
 
 DEFAULT_CONFIG = CONFIG_DIR / "serve.yaml"
@@ -38,10 +39,7 @@ class ServeSettings:
 
     def validate(self) -> ServeSettings:
         """Check every value; a bad one is a :class:`UserError` naming it."""
-        positive = ("max_batch", "max_items", "max_body_bytes", "max_inflight_batches")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        require_positive_ints(self, ("max_batch", "max_items", "max_body_bytes", "max_inflight_batches"))
         if not 0 <= self.port <= 65535:
             raise UserError(f"port must be in 0..65535, got {self.port}")
         if not self.max_wait_ms >= 0:
@@ -77,31 +75,34 @@ class LoadTestSettings:
 
     def validate(self) -> LoadTestSettings:
         """Check every value; a bad one is a :class:`UserError` naming it."""
-        for name in ("clients", "batches", "batch_size", "inputs"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        require_positive_ints(self, ("clients", "batches", "batch_size", "inputs"))
         for name in ("timeout_s", "connect_timeout_s"):
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         return self
 
 
+SettingsT = TypeVar("SettingsT", ServeSettings, LoadTestSettings)
+
+
+def _load_section(cls: type[SettingsT], section: str, path: str | Path | None) -> SettingsT:
+    """Section ``section`` of ``path`` (default ``configs/serve.yaml``) as a checked ``cls``; the dataclass
+    defaults when no path is given and the default file is absent."""
+    if path is None and not DEFAULT_CONFIG.is_file():
+        return cls().validate()
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    values = merged_section(read_yaml(source), section, None)
+    return build_dataclass(cls, values, f"{source} [{section}]").validate()
+
+
 def load_serve_settings(path: str | Path | None = None) -> ServeSettings:
     """The ``serve`` section of ``path`` (default ``configs/serve.yaml``; dataclass defaults if that is absent)."""
-    if path is None and not DEFAULT_CONFIG.is_file():
-        return ServeSettings().validate()
-    source = Path(path) if path is not None else DEFAULT_CONFIG
-    values = merged_section(read_yaml(source), "serve", None)
-    return build_dataclass(ServeSettings, values, f"{source} [serve]").validate()
+    return _load_section(ServeSettings, "serve", path)
 
 
 def load_load_test_settings(path: str | Path | None = None) -> LoadTestSettings:
-    """The ``load_test`` section of ``path`` (default ``configs/serve.yaml``)."""
-    if path is None and not DEFAULT_CONFIG.is_file():
-        return LoadTestSettings().validate()
-    source = Path(path) if path is not None else DEFAULT_CONFIG
-    values = merged_section(read_yaml(source), "load_test", None)
-    return build_dataclass(LoadTestSettings, values, f"{source} [load_test]").validate()
+    """The ``load_test`` section of ``path`` (default ``configs/serve.yaml``; dataclass defaults if that is absent)."""
+    return _load_section(LoadTestSettings, "load_test", path)
 
 
 def override(settings: object, **values: object) -> None:

@@ -4,6 +4,6 @@ Modules: ``data`` (local datasets, batch iterators), ``backbones`` (staged ResNe
 Wide-ResNet, torchvision-compatible ResNet-50), ``methods`` (ZTW / SDN / ablation head variants), ``config``
 (YAML recipes), ``checkpoint`` (``backbone.pt`` / ``exits-<variant>.pt``), ``train`` (backbone, ICs, ensembles;
 checkpoints and resume), ``evaluate`` (one all-exits pass → budget tables and Hindsight Improvability), ``stats``
-(multi-seed means and paired differences), ``report`` (CSV, Markdown and plots) and ``experiment`` (the multi-seed
-run behind ``scripts/eval_vision.py``).
+(multi-seed means and paired differences), ``report`` (CSV, Markdown and plots), ``experiment`` (the multi-seed
+run behind ``scripts/eval_vision.py``) and ``cli`` (the options both vision scripts share).
 """

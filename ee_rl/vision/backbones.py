@@ -142,7 +142,8 @@ def _every_block_but_last(num_stages: int, first: int) -> tuple[int, ...]:
     return tuple(range(first, num_stages - 1))
 
 
-def _init_cifar(module: nn.Module) -> None:
+def _init_conv_bn(module: nn.Module) -> None:
+    """He (fan-out) init of every conv layer; every BatchNorm starts as the identity."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -238,7 +239,7 @@ def mobilenet_v1(num_classes: int, input_shape: Sequence[int]) -> tuple[list, nn
         stages.append(_separable(in_channels, channels, stride))
         in_channels = channels
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes))
-    _init_cifar(nn.Sequential(*stages))
+    _init_conv_bn(nn.Sequential(*stages))
     return stages, head
 
 
@@ -310,7 +311,7 @@ def small_cnn(num_classes: int, input_shape: Sequence[int], width: int = 16) -> 
         )
         in_channels = channels
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes))
-    _init_cifar(nn.Sequential(*stages))
+    _init_conv_bn(nn.Sequential(*stages))
     return stages, head
 
 
@@ -361,12 +362,7 @@ class TorchvisionResNet50(nn.Module):
             setattr(self, f"layer{i}", nn.Sequential(*layers))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2048, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -84,14 +84,18 @@ class CropFlip:
 
 # --------------------------------------------------------------------------------------------------------- splits
 class ImageSplit(ABC):
-    """One split (train or test) of a dataset: labels plus a batch iterator yielding float images in [0, 1]."""
+    """One split (train or test) of a dataset: labels plus a batch iterator yielding float images in [0, 1].
+
+    Subclasses load the images of given sample indices (:meth:`_load_batches`); the order and the batch
+    augmentation (``augmentation``, applied on the device) are handled here, the same for every split.
+    """
 
     labels: torch.Tensor  # (N,) long
+    augmentation: CropFlip | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    @abstractmethod
     def batches(
         self,
         batch_size: int,
@@ -106,14 +110,23 @@ class ImageSplit(ABC):
         ``shuffle`` and ``augment`` draw from a generator seeded with ``seed`` (pass e.g. ``base_seed + epoch`` for a
         new but reproducible order every epoch). Without shuffling, batches follow the split's order.
         """
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for x, y in self._load_batches(order, batch_size, augment=augment, seed=seed, device=device):
+            if augment and self.augmentation is not None:
+                x = self.augmentation(x, generator)
+            yield x, y
+
+    @abstractmethod
+    def _load_batches(
+        self, order: torch.Tensor, batch_size: int, *, augment: bool, seed: int, device: str | torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the samples ``order`` in batches of ``batch_size`` on ``device``, before batch augmentation: images
+        float32 in [0, 1] and labels. ``augment`` and ``seed`` are for per-image training transforms."""
 
     def num_batches(self, batch_size: int) -> int:
         """Number of batches :meth:`batches` yields for ``batch_size`` (the last one may be smaller)."""
         return math.ceil(len(self) / batch_size)
-
-
-def _order(n: int, shuffle: bool, generator: torch.Generator) -> torch.Tensor:
-    return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
 
 
 class TensorSplit(ImageSplit):
@@ -134,23 +147,13 @@ class TensorSplit(ImageSplit):
         self.labels = labels.long()
         self.augmentation = augmentation
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        augment: bool = False,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
+    def _load_batches(
+        self, order: torch.Tensor, batch_size: int, *, augment: bool, seed: int, device: str | torch.device
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(seed)
-        order = _order(len(self), shuffle, generator)
-        for start in range(0, len(self), batch_size):
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             x = self.images[idx].to(device, non_blocking=True)
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-            if augment and self.augmentation is not None:
-                x = self.augmentation(x, generator)
             yield x, self.labels[idx].to(device, non_blocking=True)
 
 
@@ -257,31 +260,20 @@ class FolderSplit(ImageSplit):
         self.augmentation = augmentation
         self.num_workers = num_workers
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        augment: bool = False,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
+    def _load_batches(
+        self, order: torch.Tensor, batch_size: int, *, augment: bool, seed: int, device: str | torch.device
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(seed)
         transform = self.train_transform if augment else self.eval_transform
         dataset = _FolderDataset(self.files, self.labels, transform, seed)
-        order = _order(len(self), shuffle, generator).tolist()
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, order),
+            torch.utils.data.Subset(dataset, order.tolist()),
             batch_size=batch_size,
             num_workers=self.num_workers,
             pin_memory=torch.device(device).type == "cuda",
             persistent_workers=False,
         )
         for x, y in loader:
-            x = x.to(device, non_blocking=True).float().div_(255.0)
-            if augment and self.augmentation is not None:
-                x = self.augmentation(x, generator)
-            yield x, y.to(device, non_blocking=True)
+            yield x.to(device, non_blocking=True).float().div_(255.0), y.to(device, non_blocking=True)
 
 
 # ---------------------------------------------------------------------------------------------------------- datasets

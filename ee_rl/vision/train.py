@@ -174,22 +174,35 @@ def run_epochs(
     return history
 
 
-def train_backbone(
-    net: StagedNet, data: VisionData, cfg: VisionConfig, *, seed: int, device: torch.device, ckpt_path: Path,
-    resume: bool, writer: SummaryWriter | None, progress: bool,
+def _train_classifier(
+    tag: str, net: StagedNet, trainable: nn.Module, phase: PhaseConfig, set_train_mode: Callable[[], Any],
+    data: VisionData, cfg: VisionConfig, *, seed: int, device: torch.device, ckpt_path: Path, resume: bool,
+    writer: SummaryWriter | None, progress: bool,
 ) -> dict[str, Any]:
-    """The backbone's own training (``cfg.backbone``: SGD, step LR), cross-entropy on augmented batches."""
-    net.to(device)
+    """Cross-entropy of ``net``'s logits on augmented training batches, updating ``trainable`` (``phase``'s
+    optimiser and epochs); logs ``net``'s test accuracy."""
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = net(x)
         return F.cross_entropy(logits, y), (logits.argmax(-1) == y).sum().unsqueeze(0)
 
     return run_epochs(
-        "backbone", net, loss_fn, data.train, cfg.backbone, seed=seed, device=device, augment=True,
-        ckpt_path=ckpt_path, resume=resume, writer=writer, progress=progress, set_train_mode=net.train,
+        tag, trainable, loss_fn, data.train, phase, seed=seed, device=device, augment=True,
+        ckpt_path=ckpt_path, resume=resume, writer=writer, progress=progress, set_train_mode=set_train_mode,
         evaluate=lambda: {"test_acc": accuracy(net, data.test, cfg.eval_batch_size, device)},
         eval_every=cfg.eval_every,
+    )
+
+
+def train_backbone(
+    net: StagedNet, data: VisionData, cfg: VisionConfig, *, seed: int, device: torch.device, ckpt_path: Path,
+    resume: bool, writer: SummaryWriter | None, progress: bool,
+) -> dict[str, Any]:
+    """The backbone's own training (``cfg.backbone``: SGD, step LR), cross-entropy on augmented batches."""
+    net.to(device)
+    return _train_classifier(
+        "backbone", net, net, cfg.backbone, net.train, data, cfg, seed=seed, device=device, ckpt_path=ckpt_path,
+        resume=resume, writer=writer, progress=progress,
     )
 
 
@@ -205,16 +218,9 @@ def train_new_head(
     for p in linear.parameters():
         p.requires_grad_(True)
     net.to(device)
-
-    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = net(x)
-        return F.cross_entropy(logits, y), (logits.argmax(-1) == y).sum().unsqueeze(0)
-
-    return run_epochs(
-        "transfer_head", linear, loss_fn, data.train, cfg.transfer, seed=seed, device=device, augment=True,
-        ckpt_path=ckpt_path, resume=resume, writer=writer, progress=progress, set_train_mode=net.eval,
-        evaluate=lambda: {"test_acc": accuracy(net, data.test, cfg.eval_batch_size, device)},
-        eval_every=cfg.eval_every,
+    return _train_classifier(
+        "transfer_head", net, linear, cfg.transfer, net.eval, data, cfg, seed=seed, device=device,
+        ckpt_path=ckpt_path, resume=resume, writer=writer, progress=progress,
     )
 
 

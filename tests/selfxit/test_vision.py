@@ -98,3 +98,20 @@ def test_script_reports_bad_input_in_one_line(argv, message, monkeypatch, capsys
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_script_reports_an_outdated_backbone_in_one_line(monkeypatch, capsys, tmp_path) -> None:
+    from ee_rl.vision.checkpoint import backbone_record, save_torch
+
+    net = build_backbone("small_cnn", 10, (1, 8, 8), (0.3,), (0.4,), seed=0)
+    record = backbone_record(net, {"dataset": "digits", "num_classes": 10, "input_shape": [1, 8, 8],
+                                   "mean": [0.3], "std": [0.4]})
+    record["state_dict"]["stages.0.0.weight"] = torch.zeros(32, 1, 3, 3)  # e.g. an older, wider small_cnn
+    path = save_torch(tmp_path / "backbone.pt", record)
+    argv = ["--dataset", "digits", "--arch", "small_cnn", "--backbone", str(path)]
+    monkeypatch.setattr(sys, "argv", ["selfxit.py", *argv, "--out", str(tmp_path / "out"), "--no-latency"])
+    with pytest.raises(SystemExit) as exit_info:
+        _script().main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "does not fit the current small_cnn definition" in err and "\n" not in err

@@ -1,24 +1,12 @@
-"""Fixtures for the vision tests: one torch thread, and tiny datasets written in the real on-disk formats."""
+"""Tiny datasets for the vision tests, written in the real on-disk formats (one torch thread: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread per test (tiny ops on a busy 2-core machine run far faster that way)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_cifar10(root: Path, per_batch: int = 8, test: int = 10, seed: int = 0) -> Path:
