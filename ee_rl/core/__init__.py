@@ -18,7 +18,14 @@ from ee_rl.core.metrics import (
     select_cheapest_within_drop,
     select_within_budget,
 )
-from ee_rl.core.model import AllExits, EarlyExitModel, EarlyExitOutput, ExitChunk, simulate_inference
+from ee_rl.core.model import (
+    AllExits,
+    EarlyExitModel,
+    EarlyExitOutput,
+    ExitChunk,
+    concat_all_exits,
+    simulate_inference,
+)
 
 __all__ = [
     "AdditiveEnsemble",
@@ -42,6 +49,7 @@ __all__ = [
     "UInt8ToUnitFloat",
     "assign_exits",
     "budget_table",
+    "concat_all_exits",
     "count_flops",
     "evaluate_rule",
     "forced_exit_rule",

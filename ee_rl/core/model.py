@@ -84,6 +84,20 @@ class AllExits:
         return torch.cat((self.exit_log_probs, self.final_log_probs.unsqueeze(0)), dim=0)
 
 
+def concat_all_exits(parts: Sequence[AllExits]) -> AllExits:
+    """Concatenate batch-wise :class:`AllExits` (e.g. of chunks of a dataset) along the sample dimension."""
+    if not parts:
+        raise ValueError("concat_all_exits needs at least one AllExits")
+    ens = None if parts[0].ensemble_log_probs is None else torch.cat([p.ensemble_log_probs for p in parts], dim=1)
+    return AllExits(
+        ic_logits=torch.cat([p.ic_logits for p in parts], dim=1),
+        ic_log_probs=torch.cat([p.ic_log_probs for p in parts], dim=1),
+        ensemble_log_probs=ens,
+        final_logits=torch.cat([p.final_logits for p in parts]),
+        final_log_probs=torch.cat([p.final_log_probs for p in parts]),
+    )
+
+
 def simulate_inference(outputs: AllExits, rule: ExitRule, costs: ExitCosts) -> EarlyExitOutput:
     """Pure function: what :meth:`EarlyExitModel.infer` would answer under ``rule``, from one all-exits pass.
 

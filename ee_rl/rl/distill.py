@@ -31,7 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
-from ee_rl.core import AllExits
+from ee_rl.core import AllExits, concat_all_exits
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ee_rl.rl.policy import EarlyExitPolicy, ExitMethod, save_exit_heads
@@ -147,17 +147,6 @@ class Rollout:
         return self.obs.shape[0]
 
 
-def _cat_all_exits(parts: list[AllExits]) -> AllExits:
-    ens = [p.ensemble_log_probs for p in parts]
-    return AllExits(
-        ic_logits=torch.cat([p.ic_logits for p in parts], dim=1),
-        ic_log_probs=torch.cat([p.ic_log_probs for p in parts], dim=1),
-        ensemble_log_probs=None if ens[0] is None else torch.cat(ens, dim=1),
-        final_logits=torch.cat([p.final_logits for p in parts]),
-        final_log_probs=torch.cat([p.final_log_probs for p in parts]),
-    )
-
-
 @torch.no_grad()
 def collect_rollout(
     policy: EarlyExitPolicy,
@@ -200,7 +189,7 @@ def collect_rollout(
         features=[torch.cat(f) for f in features],
         acting_exit=np.concatenate(acting),
         actions=np.concatenate(actions_list),
-        exits=_cat_all_exits(parts),
+        exits=concat_all_exits(parts),
         episode_returns=returns,
     )
     return rollout, obs

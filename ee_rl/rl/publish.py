@@ -29,6 +29,7 @@ from stable_baselines3 import PPO
 import ee_rl
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
+from ee_rl.rl.agent_card import carry_sections
 from ee_rl.rl.checkpoint import load_model, meta
 from ee_rl.rl.expert import DEFAULT_CONFIG, EpisodeCsvCallback, ExpertConfig, evaluate_model, load_expert_config
 from ee_rl.rl.games import display_name, rom_id
@@ -543,6 +544,9 @@ def publish_expert(
     atomic_write_json(out_dir / EVAL_FILE, result)
     for file_name, data in curve_files.items():
         atomic_write_bytes(out_dir / file_name, data)
+    old_readme = out_dir / README_FILE
+    if old_readme.is_file():  # keep what later steps (exits, sweeps) added to the card
+        readme = carry_sections(old_readme.read_text(), readme)
     atomic_write_text(out_dir / README_FILE, readme)
     return result
 

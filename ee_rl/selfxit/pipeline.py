@@ -42,9 +42,8 @@ from ee_rl.core.head_search import (
     search_head,
     train_head,
 )
-from ee_rl.core.model import AllExits, EarlyExitModel
+from ee_rl.core.model import AllExits, EarlyExitModel, concat_all_exits
 from ee_rl.selfxit.settings import SelfXitSettings
-from ee_rl.vision.evaluate import concat_all_exits
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> tuple[torch.Tensor, ...]:

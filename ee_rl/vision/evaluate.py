@@ -25,6 +25,7 @@ from ee_rl.core import (
     OperatingPoint,
     PatienceExit,
     budget_table,
+    concat_all_exits,
     evaluate_rule,
     hindsight_improvability,
     score_cost_curve,
@@ -61,18 +62,6 @@ def collect_all_exits(
     if not parts:
         raise UserError("the evaluation split is empty")
     return concat_all_exits(parts), torch.cat(targets)
-
-
-def concat_all_exits(parts: Sequence[AllExits]) -> AllExits:
-    """Concatenate batch-wise :class:`AllExits` along the sample dimension."""
-    ens = None if parts[0].ensemble_log_probs is None else torch.cat([p.ensemble_log_probs for p in parts], dim=1)
-    return AllExits(
-        ic_logits=torch.cat([p.ic_logits for p in parts], dim=1),
-        ic_log_probs=torch.cat([p.ic_log_probs for p in parts], dim=1),
-        ensemble_log_probs=ens,
-        final_logits=torch.cat([p.final_logits for p in parts]),
-        final_log_probs=torch.cat([p.final_log_probs for p in parts]),
-    )
 
 
 def confidence_thresholds(exit_log_probs: torch.Tensor, num_quantiles: int = 200) -> list[float]:

@@ -14,6 +14,7 @@ from ee_rl.core import (
     MaxProbExit,
     PatienceExit,
     PerExitThresholds,
+    concat_all_exits,
     make_ensembles,
     make_internal_classifiers,
     simulate_inference,
@@ -226,3 +227,21 @@ def test_infer_iter_never_exit_rule_is_one_backbone_chunk_and_checks_arguments_e
         model.infer_iter(x, PerExitThresholds([0.5, 0.5]))  # raises before the first next()
     with pytest.raises(ValueError):
         model.infer_iter(random_images(0), MaxProbExit(0.5))
+
+
+@pytest.mark.parametrize("ensembles", ["geometric", None])
+def test_concat_all_exits_of_chunks_equals_one_pass(ensembles) -> None:
+    model = make_tiny_model(ensembles=ensembles)
+    x = random_images(7)
+    with torch.no_grad():
+        whole = model.all_exits(x)
+        parts = concat_all_exits([model.all_exits(x[:3]), model.all_exits(x[3:])])
+    for name in ("ic_logits", "ic_log_probs", "ensemble_log_probs", "final_logits", "final_log_probs"):
+        got, want = getattr(parts, name), getattr(whole, name)
+        if want is None:
+            assert got is None
+        else:
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="at least one"):
+        concat_all_exits([])
