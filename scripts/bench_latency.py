@@ -121,6 +121,8 @@ def main() -> None:
         "full_us": report.full_us,
         "exit_us": list(report.exit_us),
         "speedup": list(report.speedup),
+        "prefix_us": list(report.prefix_us),
+        "speedup_bound": list(report.speedup_bound),
         "flops": list(report.flops),
         "original_sb3_us": report.extra_us["original"],
         "threads": args.threads,
@@ -133,6 +135,8 @@ def main() -> None:
     rows += [(f"answer at IC {m + 1}", t, f) for m, (t, f) in enumerate(zip(report.exit_us, report.flops))]
     for label, t, f in rows:
         print(f"{label:<34}{t:>10.1f}{report.full_us / t:>9.2f}x{f / 1e6:>10.2f}{100 * f / backbone_flops:>9.1f}%")
+    for m, t in enumerate(report.prefix_us):  # the floor: no exit at m can beat its stages alone
+        print(f"{f'stages up to IC {m + 1} only (bound)':<34}{t:>10.1f}{report.full_us / t:>9.2f}x")
     print(f"{'SB3 NatureCNN+head (plain)':<34}{report.extra_us['original']:>10.1f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -55,18 +55,42 @@ class ExitLatency:
         full_us: the no-early-exit path (plain backbone, no heads).
         exit_us: every sample answered at internal exit m, for m = 0..M-1.
         flops: FLOPs per sample at each internal exit, then the backbone alone.
+        prefix_us: the backbone's stages up to exit m alone (no head, no rule): no exit at m can be faster, so
+            ``full_us / prefix_us[m]`` bounds the speed-up of exit m.
         extra_us: any extra calls timed alongside (e.g. the original, unstaged network).
     """
 
     full_us: float
     exit_us: tuple[float, ...]
     flops: tuple[int, ...]
+    prefix_us: tuple[float, ...] = ()
     extra_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def speedup(self) -> tuple[float, ...]:
         """Wall-clock speed-up of answering at each internal exit over the full network."""
         return tuple(self.full_us / t for t in self.exit_us)
+
+    @property
+    def speedup_bound(self) -> tuple[float, ...]:
+        """The speed-up each internal exit would have if its head and exit rule cost nothing."""
+        return tuple(self.full_us / t for t in self.prefix_us)
+
+
+def backbone_prefix(model: EarlyExitModel, m: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x ->`` the output of the stage internal exit ``m`` is attached after (preprocessing included)."""
+    if not 0 <= m < model.num_ics:
+        raise ValueError(f"exit index m must be in 0..{model.num_ics - 1}, got {m}")
+    stages = list(model.backbone.stages)[: model.attach_after[m] + 1]
+    preprocess = model.backbone.preprocess
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        h = preprocess(x)
+        for stage in stages:
+            h = stage(h)
+        return h
+
+    return run
 
 
 def measure_exit_latency(
@@ -77,7 +101,8 @@ def measure_exit_latency(
     warmup: int = 200,
     extra_calls: Mapping[str, Callable[[], object]] | None = None,
 ) -> ExitLatency:
-    """Time ``model.infer(x, rule)`` with every sample forced out at each exit in turn, and with no early exit.
+    """Time ``model.infer(x, rule)`` with every sample forced out at each exit in turn, and with no early exit;
+    also the backbone's stages up to each exit alone (the bound on that exit's speed-up).
 
     Use a batch of 1 for per-decision latency. Runs under ``torch.inference_mode``; the caller sets the threads.
     """
@@ -86,6 +111,7 @@ def measure_exit_latency(
     for m in range(num_ics):
         rule = forced_exit_rule(num_ics, m)
         calls[f"exit{m}"] = lambda r=rule: model.infer(x, r)
+        calls[f"prefix{m}"] = lambda f=backbone_prefix(model, m): f(x)
     extra = dict(extra_calls or {})
     clash = set(extra) & set(calls)
     if clash:
@@ -101,5 +127,6 @@ def measure_exit_latency(
         full_us=us["full"],
         exit_us=tuple(us[f"exit{m}"] for m in range(num_ics)),
         flops=(*costs.cumulative[:num_ics], costs.backbone),
+        prefix_us=tuple(us[f"prefix{m}"] for m in range(num_ics)),
         extra_us={name: us[name] for name in extra},
     )

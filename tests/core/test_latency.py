@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+import torch
+
 from ee_rl.core import forced_exit_rule, measure_exit_latency, median_call_us
+from ee_rl.core.latency import backbone_prefix
 from tests.core.builders import make_tiny_model, random_images
 
 
@@ -25,7 +28,19 @@ def test_measure_exit_latency_reports_every_exit() -> None:
     assert len(report.exit_us) == 3 and len(report.speedup) == 3 and report.full_us > 0
     assert report.flops == (*model.exit_costs(x).cumulative[:3], model.exit_costs(x).backbone)
     assert set(report.extra_us) == {"noop"} and len(calls) == 4
+    assert len(report.prefix_us) == 3 and len(report.speedup_bound) == 3
     with pytest.raises(ValueError):
         measure_exit_latency(model, x, repeats=1, warmup=0, extra_calls={"full": lambda: None})
     with pytest.raises(ValueError):
         median_call_us({"a": lambda: None}, repeats=0, warmup=0)
+
+
+def test_backbone_prefix_is_the_stage_output_the_head_reads() -> None:
+    model = make_tiny_model()
+    x = random_images(4)
+    with torch.no_grad():
+        features, _ = model.attached_stage_outputs(x)
+        for m in range(3):
+            assert torch.equal(backbone_prefix(model, m)(x), features[m])
+    with pytest.raises(ValueError):
+        backbone_prefix(model, 3)
