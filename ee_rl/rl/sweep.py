@@ -262,6 +262,19 @@ class DecisionTally:
         return self.timed_ns / self.timed_decisions / 1e3 if self.timed_decisions else math.nan
 
 
+def expert_actions_for(policy: EarlyExitPolicy, obs: np.ndarray, result: ActResult) -> np.ndarray:
+    """The expert's argmax actions on ``obs``, given the agent's answer ``result`` on the same states.
+
+    Rows the expert's own head answered already hold the expert's action; only rows that left early are run
+    through the plain expert (at high thresholds that is few, which keeps sweeps fast).
+    """
+    early = result.exit_index < policy.num_ics
+    expert = result.actions.copy()
+    if early.any():
+        expert[early] = policy.expert_action(obs[early])
+    return expert
+
+
 def play_games(
     policy: EarlyExitPolicy,
     rule: ExitRule,
@@ -289,8 +302,7 @@ def play_games(
         start = clock()
         result = policy.act(obs, rule)
         tally.add_time(clock() - start, obs.shape[0])
-        expert = result.actions if rule.never_exits_early else policy.expert_action(obs)
-        tally.add(result, expert, counted[0] if counted else None)
+        tally.add(result, expert_actions_for(policy, obs, result), counted[0] if counted else None)
         return result.actions
 
     env = make_atari_env(game, min(n_envs, episodes), training=False, sticky_prob=sticky_prob, seed=seed)

@@ -27,7 +27,7 @@ from ee_rl.errors import UserError
 from ee_rl.rl.envs import MAX_EPISODE_FRAMES, StickyActions, make_atari_env
 from ee_rl.rl.games import rom_id
 from ee_rl.rl.policy import EarlyExitPolicy
-from ee_rl.rl.sweep import DecisionTally
+from ee_rl.rl.sweep import DecisionTally, expert_actions_for
 
 #: Native Atari screen (height, width).
 ATARI_SCREEN = (210, 160)
@@ -334,7 +334,7 @@ def record_game(
         frame = screen.reset(seed)[0]
         while tally.decisions < max_decisions:
             result = policy.act(obs, rule)
-            tally.add(result, policy.expert_action(obs))
+            tally.add(result, expert_actions_for(policy, obs, result))
             action = int(result.actions[0])
             yield overlay_frame(
                 frame,

@@ -158,6 +158,13 @@ def test_inference_time_never_decreases_as_the_threshold_rises(ztw):
     assert all(a <= b for a, b in zip(patience, patience[1:])), patience
 
 
+@pytest.mark.parametrize("threshold", [0.3, 0.6, 0.9])
+def test_expert_actions_for_equals_the_plain_expert_on_every_row(ztw, threshold):
+    states = recorded_states(24)
+    result = ztw.act(states, MaxProbExit(threshold))
+    assert np.array_equal(sweep.expert_actions_for(ztw, states, result), ztw.expert_action(states))
+
+
 def test_budget_selection_on_a_hand_made_table(tmp_path):
     rows = hand_made_rows()
     chosen = sweep.select_by_budget(rows, 0.5)
