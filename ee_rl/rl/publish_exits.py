@@ -130,6 +130,8 @@ def exits_section(
     """The README section of one method's exits: what they are, how they were trained, how well they imitate."""
     method = summary["method"]
     steps, wall = int(summary["timesteps"]), float(summary["wall_time_s"])
+    threads = summary.get("torch_threads")
+    threads_text = "all cores" if threads is None else f"{threads} torch thread{'s' if threads != 1 else ''}"
     rows = []
     for tag in _exit_tags(curves, "agreement"):
         name = tag.split("/", 1)[1]
@@ -150,7 +152,7 @@ def exits_section(
     return f"""## Early exits: {method} (`{heads_file}`)
 
 {wiring}, trained by behavioural cloning on the early-exit policy's own states (ZTW appendix A.2): {steps:,}
-env steps in {summary['rounds']:,} rounds, {wall / 3600:.2f} h wall time ({summary['torch_threads']} torch thread).
+env steps in {summary['rounds']:,} rounds, {wall / 3600:.2f} h wall time ({threads_text}).
 Agreement is the share of freshly visited states (before each round's update) where the exit's argmax action equals
 the expert's; KL is KL(expert ‖ exit) on the same states. "final" = mean of the last {FINAL_ROUNDS} rounds.
 
