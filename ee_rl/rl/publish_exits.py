@@ -1,7 +1,7 @@
 """Publish trained early exits into an agent folder: the heads file, its training curves, and a README section.
 
 ``publish_exits(run_dir, agent_dir)`` takes a finished (or stopped) ``train_exits.py`` run, checks that its heads
-belong to the agent's ``expert.zip`` (same SHA-256, same game), copies ``exits-<method>.pt`` into the folder,
+belong to the agent's ``expert.zip`` (same SHA-256), copies ``exits-<method>.pt`` into the folder,
 draws ``exits-<method>-training.png`` from the run's TensorBoard scalars and writes the ``exits-<method>`` section
 of the folder's README (final per-exit agreement with the expert, KL, steps, wall time, the command). Every number
 comes from the run's own files; nothing is written unless all of it could be read.
@@ -47,13 +47,15 @@ def read_scalars(tb_dir: str | Path) -> dict[str, ScalarCurve]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tb_dir = Path(tb_dir)
-    files = list(tb_dir.glob("events.out.tfevents.*")) if tb_dir.is_dir() else []
-    # events.out.tfevents.<unix time>.<host>.<pid>.<counter>: replay in the order they were written
-    files.sort(key=lambda p: (int(p.name.split(".")[3]) if p.name.split(".")[3].isdigit() else 0, p.name))
+    def written_at(path: Path) -> tuple[int, str]:  # events.out.tfevents.<unix time>.<host>.<pid>.<counter>
+        stamp = path.name.split(".")[3]
+        return (int(stamp) if stamp.isdigit() else 0), path.name
+
+    files = sorted(tb_dir.glob("events.out.tfevents.*"), key=written_at) if tb_dir.is_dir() else []
     if not files:
         raise UserError(f"no TensorBoard event file in {tb_dir} (train_exits.py writes them under <run>/tb/)")
     points: dict[str, dict[int, float]] = {}
-    for path in files:  # later files overwrite earlier steps
+    for path in files:  # replayed in the order written: later files overwrite earlier steps
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
@@ -69,12 +71,9 @@ def read_scalars(tb_dir: str | Path) -> dict[str, ScalarCurve]:
 
 def _exit_tags(curves: Mapping[str, ScalarCurve], metric: str) -> list[str]:
     """``metric/ic1, metric/ic2, ..., metric/ensemble1, ...`` present in ``curves``, ICs first, in exit order."""
-    def key(tag: str) -> tuple[int, int]:
-        kind, number = re.fullmatch(r"[a-z_]+/(ic|ensemble)(\d+)", tag).groups()  # type: ignore[union-attr]
-        return (0 if kind == "ic" else 1), int(number)
-
-    pattern = re.compile(rf"{re.escape(metric)}/(ic|ensemble)\d+")
-    return sorted((t for t in curves if pattern.fullmatch(t)), key=key)
+    pattern = re.compile(rf"{re.escape(metric)}/(ic|ensemble)(\d+)")
+    found = [(m.group(1) != "ic", int(m.group(2)), tag) for tag in curves if (m := pattern.fullmatch(tag))]
+    return [tag for *_, tag in sorted(found)]
 
 
 def exits_training_png(curves: Mapping[str, ScalarCurve], title: str) -> bytes:
