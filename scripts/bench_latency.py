@@ -2,7 +2,8 @@
 
 A benchmark that prints, not a test: a thin CLI over :func:`ee_rl.core.latency.measure_exit_latency`. Weights are
 random (latency does not depend on them). Each path is timed per call (batch 1, every sample forced out at that
-exit); the paths are interleaved round-robin so background load hits them alike, and medians are reported.
+exit); the paths take turns in rounds of ``--block`` consecutive calls, so each is timed in its own steady state
+while background load hits them alike; latencies are medians, speed-ups medians of the per-round ratios.
 
     python scripts/bench_latency.py --repeats 2000 --threads 1 --json bench.json
 
@@ -17,13 +18,13 @@ states the agent visits, at batch 1 and at the 8-env batch, on 1 and 2 threads, 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from ee_rl.core import measure_exit_latency
 from ee_rl.errors import UserError, cli_main
+from ee_rl.io import atomic_write_json
 from ee_rl.rl.policy import ATARI_OBS_SHAPE as OBS_SHAPE
 from ee_rl.rl.policy import build_nature_cnn_early_exit
 
@@ -32,7 +33,6 @@ __all__ = ["OBS_SHAPE", "build_nature_cnn_early_exit", "main"]
 
 def bench_trained_agent(args: argparse.Namespace) -> None:
     """Benchmark the trained agent in ``args.agent`` (see the module docstring) and print (and save) the numbers."""
-    from ee_rl.io import atomic_write_json
     from ee_rl.rl import agent_latency, sweep
     from ee_rl.rl.checkpoint import load_model
     from ee_rl.rl.games import rom_id
@@ -78,8 +78,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per configuration (2000; agent: 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per configuration (200; agent: 2)")
     parser.add_argument("--actions", type=int, default=6, help="number of actions K (default 6)")
+    parser.add_argument("--block", type=int, default=50,
+                        help="consecutive timed calls per path per round (default 50; 1 = strictly alternating)")
     parser.add_argument("--ensembles", action="store_true", help="add geometric ensembles to the ICs")
-    parser.add_argument("--no-channels-last", action="store_true", help="keep weights in NCHW instead of channels_last")
+    parser.add_argument("--no-channels-last", action="store_true", help="NCHW weights and pixels instead of channels_last (as the trained experts run)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
     agent = parser.add_argument_group("trained agent (--agent DIR)")
     agent.add_argument("--agent", default=None, help="agent directory with expert.zip and exits-<method>.pt")
@@ -97,7 +99,7 @@ def main() -> None:
         args.repeats = 20 if args.agent is not None else 2000
     if args.warmup is None:
         args.warmup = 2 if args.agent is not None else 200
-    for name in ("threads", "repeats", "actions", "n_envs", "steps"):
+    for name in ("threads", "repeats", "block", "actions", "n_envs", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.warmup < 0:
@@ -107,14 +109,14 @@ def main() -> None:
         return
 
     torch.set_num_threads(args.threads)
-    model, original = build_nature_cnn_early_exit(args.actions, ensembles=args.ensembles)
-    if not args.no_channels_last:
-        # oneDNN convolutions run in NHWC; keeping weights there avoids reorders on every call.
-        model = model.to(memory_format=torch.channels_last)
+    model, original = build_nature_cnn_early_exit(
+        args.actions, ensembles=args.ensembles, channels_last=not args.no_channels_last
+    )
     x = torch.randint(0, 256, (1, *OBS_SHAPE), dtype=torch.uint8)
 
     report = measure_exit_latency(
-        model, x, repeats=args.repeats, warmup=args.warmup, extra_calls={"original": lambda: original(x)}
+        model, x, repeats=args.repeats, warmup=args.warmup, block=args.block,
+        extra_calls={"original": lambda: original(x)},
     )
     backbone_flops = report.flops[-1]
     result = {
@@ -127,20 +129,24 @@ def main() -> None:
         "original_sb3_us": report.extra_us["original"],
         "threads": args.threads,
         "repeats": args.repeats,
+        "block": args.block,
         "channels_last": not args.no_channels_last,
     }
-    print(f"NatureCNN 4x84x84, batch 1, {args.threads} thread(s), median of {args.repeats} calls")
+    print(f"NatureCNN 4x84x84, batch 1, {args.threads} thread(s), median of {args.repeats} calls "
+          f"(speed-up: median of per-round ratios)")
     print(f"{'path':<34}{'µs':>10}{'speedup':>10}{'MFLOPs':>10}{'FLOPs %':>10}")
-    rows = [("full network (infer, no heads)", report.full_us, backbone_flops)]
-    rows += [(f"answer at IC {m + 1}", t, f) for m, (t, f) in enumerate(zip(report.exit_us, report.flops))]
-    for label, t, f in rows:
-        print(f"{label:<34}{t:>10.1f}{report.full_us / t:>9.2f}x{f / 1e6:>10.2f}{100 * f / backbone_flops:>9.1f}%")
-    for m, t in enumerate(report.prefix_us):  # the floor: no exit at m can beat its stages alone
-        print(f"{f'stages up to IC {m + 1} only (bound)':<34}{t:>10.1f}{report.full_us / t:>9.2f}x")
+    rows = [("full network (infer, no heads)", report.full_us, 1.0, backbone_flops)]
+    rows += [
+        (f"answer at IC {m + 1}", t, sp, f)
+        for m, (t, sp, f) in enumerate(zip(report.exit_us, report.speedup, report.flops))
+    ]
+    for label, t, sp, f in rows:
+        print(f"{label:<34}{t:>10.1f}{sp:>9.2f}x{f / 1e6:>10.2f}{100 * f / backbone_flops:>9.1f}%")
+    for m, (t, sp) in enumerate(zip(report.prefix_us, report.speedup_bound)):  # no exit at m can beat its stages
+        print(f"{f'stages up to IC {m + 1} only (bound)':<34}{t:>10.1f}{sp:>9.2f}x")
     print(f"{'SB3 NatureCNN+head (plain)':<34}{report.extra_us['original']:>10.1f}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
 
 

@@ -36,6 +36,7 @@ class Ensemble(nn.Module):
             log_w[-1] = 0.0
         self.log_w = nn.Parameter(log_w)
         self.log_b = nn.Parameter(torch.zeros(num_classes))
+        self._weight_column_cache: tuple[int, int, torch.Tensor] | None = None  # (version, data_ptr, w)
 
     @property
     def weights(self) -> torch.Tensor:
@@ -46,6 +47,23 @@ class Ensemble(nn.Module):
     def class_priors(self) -> torch.Tensor:
         """Class priors ``b_i > 0``, shape ``(num_classes,)``."""
         return self.log_b.exp()
+
+    def _weight_column(self) -> torch.Tensor:
+        """``exp(log_w)`` as an ``(m, 1)`` column: differentiable in training, else cached until ``log_w`` changes.
+
+        Reads the parameter from ``_parameters`` (an nn.Module attribute lookup costs µs on the batch-1 hot path).
+        """
+        p = self._parameters["log_w"]
+        if torch.is_grad_enabled() and p.requires_grad:
+            return p.exp().unsqueeze(-1)
+        key = (p._version, p.data_ptr())
+        cache = self._weight_column_cache
+        if cache is None or cache[:2] != key:
+            # A normal tensor even when called under inference_mode: autograd may save it for backward later.
+            with torch.inference_mode(False), torch.no_grad():
+                cache = (*key, p.detach().exp().unsqueeze(-1))
+            self._weight_column_cache = cache
+        return cache[2]
 
     def _stack(self, log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(log_probs) != self.num_members:
@@ -74,7 +92,7 @@ class GeometricEnsemble(Ensemble):
         """Combine ``num_members`` log-prob tensors ``(B, K)`` into the ensemble's log-probs ``(B, K)``."""
         stacked = self._stack(log_probs)
         # A matmul (not an elementwise sum) so FlopCounterMode charges the weighted sum to the ensemble.
-        scores = (stacked @ self.log_w.exp().unsqueeze(-1)).squeeze(-1) + self.log_b
+        scores = (stacked @ self._weight_column()).squeeze(-1) + self._parameters["log_b"]
         return torch.log_softmax(scores, dim=-1)
 
 

@@ -96,10 +96,11 @@ class PerExitThresholds(ExitRule):
             raise ValueError(f"taus must be a non-empty sequence of real thresholds, one per IC, got {self.taus!r}")
         object.__setattr__(self, "taus", tuple(_real(f"taus[{i}]", t) for i, t in enumerate(self.taus)))
         object.__setattr__(self, "_log_taus", tuple(_log_threshold(t) for t in self.taus))
+        object.__setattr__(self, "_never_exits_early", all(t > 1.0 for t in self.taus))  # read on every call
 
     @property
     def never_exits_early(self) -> bool:
-        return all(t > 1.0 for t in self.taus)
+        return self._never_exits_early
 
     def check_num_ics(self, num_ics: int) -> None:
         if len(self.taus) != num_ics:

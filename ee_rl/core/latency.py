@@ -20,31 +20,72 @@ def forced_exit_rule(num_ics: int, m: int) -> ExitRule:
     return PerExitThresholds([2.0] * m + [0.0] + [2.0] * (num_ics - m - 1))
 
 
+def timed_rounds(
+    calls: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    *,
+    block: int = 1,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> dict[str, list[list[int]]]:
+    """Time each function ``repeats`` times: per function, a list of rounds, each a list of ``clock`` deltas (ns).
+
+    After ``warmup`` untimed calls each, the functions take turns in rounds of ``block`` consecutive timed calls
+    each (the last round may be shorter). The rounds spread background load over all functions alike, and
+    ``block > 1`` times each function in its own steady state (caches holding its weights, as in a loop that keeps
+    taking the same path; ``timeit`` style) rather than right after a different network evicted them.
+    ``clock=time.thread_time_ns`` measures the CPU time of the calling thread instead: with one torch thread, the
+    latency on an idle core, unaffected by preemption on a loaded machine.
+    """
+    if repeats < 1 or warmup < 0 or block < 1:
+        raise ValueError(
+            f"repeats and block must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}, block={block}"
+        )
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    rounds: dict[str, list[list[int]]] = {name: [] for name in calls}
+    done = 0
+    while done < repeats:
+        n = min(block, repeats - done)
+        for name, fn in calls.items():
+            timed: list[int] = []
+            for _ in range(n):
+                t0 = clock()
+                fn()
+                timed.append(clock() - t0)
+            rounds[name].append(timed)
+        done += n
+    return rounds
+
+
+def median_us(rounds: list[list[int]]) -> float:
+    """Median µs of all the calls of one function's :func:`timed_rounds`."""
+    return statistics.median(t for r in rounds for t in r) / 1e3
+
+
+def paired_ratio(reference: list[list[int]], other: list[list[int]]) -> float:
+    """Median over rounds of ``median(reference round) / median(other round)``, two functions' :func:`timed_rounds`.
+
+    Both were timed in the same round, seconds apart at most, so a machine whose speed drifts during the run
+    (a shared VM, frequency scaling) scales both alike and the ratio stays put, unlike a ratio of overall medians.
+    """
+    if len(reference) != len(other) or not reference:
+        raise ValueError(f"need the same non-zero number of rounds, got {len(reference)} and {len(other)}")
+    return statistics.median(statistics.median(a) / statistics.median(b) for a, b in zip(reference, other))
+
+
 def median_call_us(
     calls: Mapping[str, Callable[[], object]],
     repeats: int,
     warmup: int,
     *,
+    block: int = 1,
     clock: Callable[[], int] = time.perf_counter_ns,
 ) -> dict[str, float]:
-    """Median µs per call of each function, by ``clock`` (nanoseconds; default: wall clock).
-
-    Calls are interleaved round-robin (after ``warmup`` untimed calls each), so background load hits every
-    function alike. ``clock=time.thread_time_ns`` measures the CPU time of the calling thread instead: with one
-    torch thread, the latency on an idle core, unaffected by preemption on a loaded machine.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[int]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            t0 = clock()
-            fn()
-            samples[name].append(clock() - t0)
-    return {name: statistics.median(s) / 1e3 for name, s in samples.items()}
+    """Median µs per call of each function, timed by :func:`timed_rounds` (same arguments)."""
+    rounds = timed_rounds(calls, repeats, warmup, block=block, clock=clock)
+    return {name: median_us(r) for name, r in rounds.items()}
 
 
 @dataclass(frozen=True)
@@ -58,6 +99,9 @@ class ExitLatency:
         prefix_us: the backbone's stages up to exit m alone (no head, no rule): no exit at m can be faster, so
             ``full_us / prefix_us[m]`` bounds the speed-up of exit m.
         extra_us: any extra calls timed alongside (e.g. the original, unstaged network).
+        paired_speedup: per internal exit, the median over timing rounds of the full path's / that exit's
+            latency in the same round (:func:`paired_ratio`); empty if not measured that way.
+        paired_speedup_bound: the same for the stages up to each exit alone.
     """
 
     full_us: float
@@ -65,16 +109,22 @@ class ExitLatency:
     flops: tuple[int, ...]
     prefix_us: tuple[float, ...] = ()
     extra_us: dict[str, float] = field(default_factory=dict)
+    paired_speedup: tuple[float, ...] = ()
+    paired_speedup_bound: tuple[float, ...] = ()
 
     @property
     def speedup(self) -> tuple[float, ...]:
-        """Wall-clock speed-up of answering at each internal exit over the full network."""
-        return tuple(self.full_us / t for t in self.exit_us)
+        """Wall-clock speed-up of answering at each internal exit over the full network.
+
+        The paired per-round ratio when measured (robust to the machine's speed drifting during the run), else
+        ``full_us / exit_us``; on a steady machine the two agree.
+        """
+        return self.paired_speedup or tuple(self.full_us / t for t in self.exit_us)
 
     @property
     def speedup_bound(self) -> tuple[float, ...]:
-        """The speed-up each internal exit would have if its head and exit rule cost nothing."""
-        return tuple(self.full_us / t for t in self.prefix_us)
+        """The speed-up each internal exit would have if its head and exit rule cost nothing (paired when measured)."""
+        return self.paired_speedup_bound or tuple(self.full_us / t for t in self.prefix_us)
 
 
 def backbone_prefix(model: EarlyExitModel, m: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -99,12 +149,14 @@ def measure_exit_latency(
     *,
     repeats: int = 2000,
     warmup: int = 200,
+    block: int = 50,
     extra_calls: Mapping[str, Callable[[], object]] | None = None,
 ) -> ExitLatency:
     """Time ``model.infer(x, rule)`` with every sample forced out at each exit in turn, and with no early exit;
     also the backbone's stages up to each exit alone (the bound on that exit's speed-up).
 
-    Use a batch of 1 for per-decision latency. Runs under ``torch.inference_mode``; the caller sets the threads.
+    Use a batch of 1 for per-decision latency. Each path is timed in rounds of ``block`` consecutive calls (see
+    :func:`median_call_us`). Runs under ``torch.inference_mode``; the caller sets the threads.
     """
     num_ics = model.num_ics
     calls: dict[str, Callable[[], object]] = {"full": lambda r=MaxProbExit(2.0): model.infer(x, r)}
@@ -121,7 +173,8 @@ def measure_exit_latency(
             got = model.infer(x, forced_exit_rule(num_ics, m)).exit_index
             if not bool((got == m).all()):
                 raise RuntimeError(f"forced exit {m} answered at exits {got.unique().tolist()}")
-        us = median_call_us({**calls, **extra}, repeats, warmup)
+        rounds = timed_rounds({**calls, **extra}, repeats, warmup, block=block)
+    us = {name: median_us(r) for name, r in rounds.items()}
     costs = model.exit_costs(x)
     return ExitLatency(
         full_us=us["full"],
@@ -129,4 +182,6 @@ def measure_exit_latency(
         flops=(*costs.cumulative[:num_ics], costs.backbone),
         prefix_us=tuple(us[f"prefix{m}"] for m in range(num_ics)),
         extra_us={name: us[name] for name in extra},
+        paired_speedup=tuple(paired_ratio(rounds["full"], rounds[f"exit{m}"]) for m in range(num_ics)),
+        paired_speedup_bound=tuple(paired_ratio(rounds["full"], rounds[f"prefix{m}"]) for m in range(num_ics)),
     )

@@ -325,7 +325,7 @@ class EarlyExitModel(nn.Module):
     def _check_infer_args(self, x: torch.Tensor, rule: ExitRule) -> None:
         if not isinstance(rule, ExitRule):
             raise ValueError(f"rule must be an ExitRule (e.g. MaxProbExit(0.9)), got {type(rule).__name__}")
-        rule.check_num_ics(len(self.heads))
+        rule.check_num_ics(len(self._hot[2]))  # the heads, without nn.Module attribute lookups
         if x.shape[0] == 0:
             raise ValueError("infer needs a batch with at least one sample, got an empty batch")
 

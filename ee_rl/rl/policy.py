@@ -208,23 +208,30 @@ def nature_cnn_stages(policy: ActorCriticCnnPolicy) -> StagedBackbone:
 
 
 def build_nature_cnn_early_exit(
-    num_actions: int = 6, ensembles: bool = False, seed: int = 0
+    num_actions: int = 6, ensembles: bool = False, seed: int = 0, channels_last: bool = False
 ) -> tuple[EarlyExitModel, nn.Module]:
     """A random-weight SB3 NatureCNN + ``Linear(512, num_actions)`` as a ZTW early-exit model (for benchmarks).
 
     Same staging as :func:`nature_cnn_stages`, ICs after stages 1 and 2 (IC 2 cascaded on IC 1), geometric
     ensembles if ``ensembles``. Returns the early-exit model and the original (unstaged) network
-    ``x -> action_net(cnn(x / 255))``; latency and FLOPs do not depend on the weights.
+    ``x -> action_net(cnn(x / 255))``; latency and FLOPs do not depend on the weights. ``channels_last`` lays both
+    out as the trained experts run (:class:`ee_rl.rl.fast_ppo.ChannelsLastCnnPolicy`): weights channels_last and
+    the pixels scaled straight into channels_last (:class:`ScalePixelsChannelsLast`).
     """
     torch.manual_seed(seed)
     space = spaces.Box(0, 255, ATARI_OBS_SHAPE, dtype="uint8")
     cnn = NatureCNN(space, features_dim=512)
     action_net = nn.Linear(512, num_actions)
-    backbone = StagedBackbone(_stages_from_nature_cnn(cnn, None), action_net, preprocess=UInt8ToUnitFloat())
+    scale: type[nn.Module] = ScalePixelsChannelsLast if channels_last else UInt8ToUnitFloat
+    backbone = StagedBackbone(_stages_from_nature_cnn(cnn, None), action_net, preprocess=scale())
     heads = make_internal_classifiers([32, 64], num_actions, cascade=True, stride=4, pool_size=4)
     ens = make_ensembles(2, num_actions, "geometric") if ensembles else None
     model = EarlyExitModel(backbone, heads, ens, attach_after=list(NATURE_CNN_ATTACH_AFTER)).eval()
-    original = nn.Sequential(UInt8ToUnitFloat(), cnn, action_net).eval()
+    original = nn.Sequential(scale(), cnn, action_net).eval()
+    if channels_last:
+        # oneDNN convolutions run in NHWC; keeping weights there avoids reorders on every call.
+        model = model.to(memory_format=torch.channels_last)
+        original = original.to(memory_format=torch.channels_last)
     return model, original
 
 

@@ -96,3 +96,28 @@ def test_bad_construction_raises_value_error(build) -> None:
 def test_wrong_number_of_members_raises_value_error() -> None:
     with pytest.raises(ValueError, match="combines 2 members"):
         GeometricEnsemble(2, 5)(_random_members(3))
+
+
+def test_geometric_weight_cache_follows_updates_and_keeps_gradients() -> None:
+    ens = GeometricEnsemble(2, 5).double()
+    members = _random_members(2)
+    with torch.inference_mode():  # fills the weight cache inside inference mode
+        first = ens(members)
+    with torch.no_grad():
+        ens.log_w.add_(0.5)  # in-place, as an optimiser step
+    with torch.no_grad():
+        updated = ens(members)
+    w = ens.log_w.exp()
+    expected = torch.log_softmax(w[0] * members[0] + w[1] * members[1] + ens.log_b, dim=-1)
+    torch.testing.assert_close(updated, expected, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(first, updated)
+    other = GeometricEnsemble(2, 5).double()
+    other.load_state_dict(ens.state_dict())
+    torch.testing.assert_close(other(members), expected, rtol=1e-12, atol=1e-12)
+    # frozen ensemble, members that need gradients: the cached weights must be usable by autograd
+    ens.requires_grad_(False)
+    with torch.inference_mode():
+        ens(members)
+    leaf = members[0].clone().requires_grad_()
+    ens([leaf, members[1]]).sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()

@@ -64,6 +64,25 @@ def test_internal_classifier_matches_module_composition() -> None:
     torch.testing.assert_close(ic(x, prev), ic.linear(torch.cat((pooled, prev), dim=1)))
 
 
+def test_internal_classifier_follows_weight_changes_copies_and_layout() -> None:
+    import copy
+
+    ic = InternalClassifier(4, 3, stride=2)
+    x = torch.randn(2, 4, 9, 9)
+    twin = InternalClassifier(4, 3, stride=2)
+    twin.load_state_dict(ic.state_dict())
+    torch.testing.assert_close(twin(x), ic(x))
+    clone = copy.deepcopy(ic)
+    with torch.no_grad():
+        clone.conv.weight.mul_(2.0)
+        clone.linear.bias.add_(1.0)
+    torch.testing.assert_close(twin(x), ic(x))  # the original is untouched by changes to its copy
+    pooled = clone.pool(torch.relu(clone.conv(x))).flatten(1)
+    torch.testing.assert_close(clone(x), clone.linear(pooled))
+    fast = copy.deepcopy(ic).to(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), ic(x), rtol=1e-5, atol=1e-6)
+
+
 def test_make_internal_classifiers_cascade_flags() -> None:
     ztw = make_internal_classifiers([8, 12, 16], NUM_CLASSES, cascade=True)
     sdn = make_internal_classifiers([8, 12, 16], NUM_CLASSES, cascade=False)

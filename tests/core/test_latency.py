@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ee_rl.core import forced_exit_rule, measure_exit_latency, median_call_us
-from ee_rl.core.latency import backbone_prefix
+from ee_rl.core.latency import backbone_prefix, median_us, paired_ratio, timed_rounds
 from tests.core.builders import make_tiny_model, random_images
 
 
@@ -44,3 +44,31 @@ def test_backbone_prefix_is_the_stage_output_the_head_reads() -> None:
             assert torch.equal(backbone_prefix(model, m)(x), features[m])
     with pytest.raises(ValueError):
         backbone_prefix(model, 3)
+
+
+def test_timed_rounds_takes_turns_in_blocks() -> None:
+    order: list[str] = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    rounds = timed_rounds(calls, repeats=5, warmup=1, block=2)
+    # warm-up once each, then rounds of 2 consecutive calls per function; the last round holds the remainder
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 2 + ["a", "b"]
+    assert [len(r) for r in rounds["a"]] == [2, 2, 1] == [len(r) for r in rounds["b"]]
+    with pytest.raises(ValueError):
+        timed_rounds(calls, repeats=1, warmup=0, block=0)
+
+
+def test_paired_ratio_cancels_a_machine_that_slows_down_between_rounds() -> None:
+    # "full" always takes 3x "exit", but the whole machine runs 1x, 2x, then 5x slower from round to round
+    full = [[300, 300], [600, 600], [1500, 1500]]
+    exit_ = [[100, 100], [200, 200], [500, 500]]
+    assert paired_ratio(full, exit_) == 3.0
+    assert median_us([[1000, 3000], [2000]]) == 2.0  # µs, over all calls of all rounds
+    with pytest.raises(ValueError):
+        paired_ratio(full, exit_[:2])
+
+
+def test_exit_latency_reports_the_paired_speedup() -> None:
+    model = make_tiny_model()
+    report = measure_exit_latency(model, random_images(1), repeats=4, warmup=0, block=2)
+    assert len(report.paired_speedup) == 3 and report.speedup == report.paired_speedup
+    assert report.speedup_bound == report.paired_speedup_bound
