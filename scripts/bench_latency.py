@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=50,
                         help="consecutive timed calls per path per round (default 50; 1 = strictly alternating)")
     parser.add_argument("--ensembles", action="store_true", help="add geometric ensembles to the ICs")
-    parser.add_argument("--no-channels-last", action="store_true", help="NCHW weights and pixels instead of channels_last (as the trained experts run)")
+    parser.add_argument("--no-channels-last", action="store_true",
+                        help="NCHW weights and pixels instead of channels_last (as the trained experts run)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
     agent = parser.add_argument_group("trained agent (--agent DIR)")
     agent.add_argument("--agent", default=None, help="agent directory with expert.zip and exits-<method>.pt")

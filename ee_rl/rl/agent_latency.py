@@ -4,8 +4,9 @@ Three paths answer the same recorded observations: the expert through SB3's ``PP
 runs), the expert through ee_rl's runner (:meth:`EarlyExitPolicy.act` with no early exit: the plain backbone), and
 the early-exit agent at a chosen rule (batch-shrinking inference). Each is timed at batch 1 and at the batch of the
 parallel envs, at each requested thread count, in one process. One timed call is a whole pass over the recorded
-states (so the mix of exits is the agent's real one); passes of all paths are interleaved round-robin by
-:func:`ee_rl.core.median_call_us` so background load hits them alike, and the median pass is reported per decision.
+states (so the mix of exits is the agent's real one); passes of all paths take turns round by round
+(:func:`ee_rl.core.latency.timed_rounds`) so background load hits them alike. The median pass is reported per
+decision, and speed-ups are medians of the per-round ratios (:func:`ee_rl.core.latency.paired_ratio`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 
-from ee_rl.core import ExitRule, MaxProbExit, median_call_us
+from ee_rl.core import ExitRule, MaxProbExit
+from ee_rl.core.latency import median_us, paired_ratio, timed_rounds
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.evaluate import record_observations
 from ee_rl.rl.policy import EarlyExitPolicy
@@ -56,8 +58,8 @@ class LatencyRow:
         threads: torch intra-op threads.
         batch: observations per call (1, or the number of parallel envs).
         us_per_decision: median pass time / decisions in a pass.
-        speedup_vs_sb3: ``sb3_predict``'s µs / this path's µs (same threads and batch).
-        speedup_vs_expert_runner: ``expert_runner``'s µs / this path's µs.
+        speedup_vs_sb3: ``sb3_predict``'s time / this path's (same threads and batch), median of per-round ratios.
+        speedup_vs_expert_runner: ``expert_runner``'s time / this path's, likewise.
     """
 
     path: str
@@ -143,17 +145,18 @@ def measure_agent_latency(
                 for name, fn in paths.items()
             }
             keyed = {f"{name}@{batch}": call for (name, batch), call in calls.items()}
-            us = median_call_us(keyed, repeats, warmup)
+            rounds = timed_rounds(keyed, repeats, warmup)
             for batch in sizes:
-                per = {name: us[f"{name}@{batch}"] / decisions for name in PATHS}
+                timed = {name: rounds[f"{name}@{batch}"] for name in PATHS}
                 rows += [
                     LatencyRow(
                         path=name,
                         threads=int(t),
                         batch=batch,
-                        us_per_decision=per[name],
-                        speedup_vs_sb3=per["sb3_predict"] / per[name],
-                        speedup_vs_expert_runner=per["expert_runner"] / per[name],
+                        us_per_decision=median_us(timed[name]) / decisions,
+                        # paired per round: robust to the machine's speed drifting during the run
+                        speedup_vs_sb3=paired_ratio(timed["sb3_predict"], timed[name]),
+                        speedup_vs_expert_runner=paired_ratio(timed["expert_runner"], timed[name]),
                     )
                     for name in PATHS
                 ]

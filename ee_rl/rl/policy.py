@@ -294,6 +294,9 @@ class EarlyExitPolicy(nn.Module):
         self.pool_size = pool_size
         self.obs_shape = tuple(obs_shape)
         self.num_actions = int(model.heads[0].num_classes)
+        # One of the expert's parameters, kept outside nn.Module's registry (no second state_dict entry): .to()
+        # moves it in place, so its device is always the policy's, read in O(1) on every decision.
+        self.__dict__["_device_probe"] = next(model.backbone.parameters())
 
     @classmethod
     def from_expert(
@@ -352,7 +355,7 @@ class EarlyExitPolicy(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the weights live."""
-        return next(self.model.backbone.parameters()).device
+        return self._device_probe.device
 
     @property
     def exit_costs(self) -> ExitCosts:
@@ -387,10 +390,11 @@ class EarlyExitPolicy(nn.Module):
         """Early-exit decision for a batch (batch-shrinking inference): argmax action of the exit that answered."""
         x = self.obs_tensor(obs)
         out = self.model.infer(x, rule)
+        # Fresh tensors of the right dtypes (int64, float32): numpy views of them, no copies.
         return ActResult(
-            actions=out.log_probs.argmax(dim=-1).cpu().numpy().astype(np.int64),
-            exit_index=out.exit_index.cpu().numpy().astype(np.int64),
-            flops=out.flops.cpu().numpy().astype(np.int64),
+            actions=out.log_probs.argmax(dim=-1).cpu().numpy(),
+            exit_index=out.exit_index.cpu().numpy(),
+            flops=out.flops.cpu().numpy(),
             log_probs=out.log_probs.float().cpu().numpy(),
             backbone_flops=self.model.exit_costs(x).backbone,  # cached per input shape
         )

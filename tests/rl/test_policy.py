@@ -243,3 +243,17 @@ def test_seed_fixes_the_heads_without_touching_the_global_rng(ppo) -> None:
     c = EarlyExitPolicy.from_expert(ppo.policy, exit_method("sdn"), seed=8)
     assert torch.equal(a.model.heads[0].conv.weight, b.model.heads[0].conv.weight)
     assert not torch.equal(a.model.heads[0].conv.weight, c.model.heads[0].conv.weight)
+
+
+def test_device_follows_the_weights_through_copies_and_conversions(ppo, env_obs) -> None:
+    import copy
+
+    policy = EarlyExitPolicy.from_expert(ppo.policy, exit_method("ztw"), seed=0)
+    assert policy.device == torch.device("cpu")
+    assert not any("probe" in k for k in policy.state_dict())  # not a second registered parameter
+    twin = copy.deepcopy(policy)
+    assert twin._device_probe is next(twin.model.backbone.parameters())
+    twin.to(torch.float64)  # converts in place: the probe sees the new weights
+    assert twin._device_probe.dtype == torch.float64
+    expert_actions = ppo.predict(env_obs, deterministic=True)[0]
+    np.testing.assert_array_equal(policy.act(env_obs, MaxProbExit(2.0)).actions, expert_actions)
