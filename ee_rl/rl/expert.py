@@ -124,7 +124,12 @@ class AtomicCheckpointCallback(BaseCallback):
 
 
 class EpisodeCsvCallback(BaseCallback):
-    """Append every finished training game (raw score) to a CSV: the learning curve."""
+    """Append every finished training game (raw score) to a CSV: the learning curve.
+
+    The file is opened by name for each step that finished a game (about one per second) rather than held open:
+    if it is replaced meanwhile (``git checkout`` / ``git stash`` of a tracked run directory), the rows still go
+    to the file at ``path``, not to an unlinked inode only this process can see.
+    """
 
     FIELDS = ("timesteps", "return", "length", "wall_time_s")
 
@@ -132,29 +137,22 @@ class EpisodeCsvCallback(BaseCallback):
         super().__init__()
         self.path = path
         self.wall_time = wall_time
-        self._handle: Any = None
-        self._writer: Any = None
 
     def _on_training_start(self) -> None:
-        new = not self.path.exists()
-        self._handle = open(self.path, "a", newline="")
-        self._writer = csv.writer(self._handle)
-        if new:
-            self._writer.writerow(self.FIELDS)
+        if not self.path.exists():
+            with open(self.path, "a", newline="") as handle:
+                csv.writer(handle).writerow(self.FIELDS)
 
     def _on_step(self) -> bool:
-        for info in self.locals.get("infos", []):
-            episode = info.get("episode")
-            if episode is not None:
-                self._writer.writerow(
-                    [self.num_timesteps, episode["r"], episode["l"], round(self.wall_time(), 1)]
-                )
-                self._handle.flush()
+        rows = [
+            [self.num_timesteps, episode["r"], episode["l"], round(self.wall_time(), 1)]
+            for info in self.locals.get("infos", [])
+            if (episode := info.get("episode")) is not None
+        ]
+        if rows:
+            with open(self.path, "a", newline="") as handle:
+                csv.writer(handle).writerows(rows)
         return True
-
-    def _on_training_end(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
 
 
 def truncate_episode_csv(path: Path, max_timesteps: int) -> None:

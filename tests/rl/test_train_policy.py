@@ -131,3 +131,32 @@ def test_wrong_game_checkpoint_and_existing_checkpoint_are_never_overwritten(tmp
     _assert_user_error(run("--env", "Qbert", "--out", str(out), "--resume"), "trained on 'pong', not 'qbert'")
     _assert_user_error(run("--env", "Pong", "--out", str(out)), "already holds a checkpoint")
     assert checkpoint.read_bytes() == before
+
+
+def test_episode_csv_keeps_writing_to_the_path_when_the_file_is_replaced(tmp_path) -> None:
+    import csv
+
+    from ee_rl.rl.expert import EpisodeCsvCallback
+
+    path = tmp_path / "episodes.csv"
+    callback = EpisodeCsvCallback(path, wall_time=lambda: 1.25)
+    callback._on_training_start()
+
+    def finish_games(step: int, returns: list[float]) -> None:
+        callback.num_timesteps = step
+        callback.locals = {"infos": [{"episode": {"r": r, "l": 10}} for r in returns] + [{}]}
+        callback._on_step()
+
+    finish_games(100, [-21.0, 3.0])
+    # e.g. `git stash` / `git checkout` of a tracked run directory: a new file takes the old one's name
+    replacement = tmp_path / "replacement.csv"
+    replacement.write_bytes(path.read_bytes())
+    os.replace(replacement, path)
+    finish_games(200, [5.0])
+    rows = list(csv.reader(path.open()))
+    assert rows == [
+        list(EpisodeCsvCallback.FIELDS),
+        ["100", "-21.0", "10", "1.2"],
+        ["100", "3.0", "10", "1.2"],
+        ["200", "5.0", "10", "1.2"],
+    ]
