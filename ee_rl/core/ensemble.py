@@ -8,8 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ee_rl.core.param_cache import DerivedConstant
+
 ENSEMBLE_INITS = ("uniform", "last")
 ENSEMBLE_KINDS = ("geometric", "additive")
+
+
+def _exp_column(log_w: torch.Tensor) -> torch.Tensor:
+    return log_w.exp().unsqueeze(-1)
 
 
 class Ensemble(nn.Module):
@@ -36,7 +42,7 @@ class Ensemble(nn.Module):
             log_w[-1] = 0.0
         self.log_w = nn.Parameter(log_w)
         self.log_b = nn.Parameter(torch.zeros(num_classes))
-        self._weight_column_cache: tuple[int, int, torch.Tensor] | None = None  # (version, data_ptr, w)
+        self._weight_column_constant: DerivedConstant[torch.Tensor] = DerivedConstant(_exp_column)
 
     @property
     def weights(self) -> torch.Tensor:
@@ -55,15 +61,8 @@ class Ensemble(nn.Module):
         """
         p = self._parameters["log_w"]
         if torch.is_grad_enabled() and p.requires_grad:
-            return p.exp().unsqueeze(-1)
-        key = (p._version, p.data_ptr())
-        cache = self._weight_column_cache
-        if cache is None or cache[:2] != key:
-            # A normal tensor even when called under inference_mode: autograd may save it for backward later.
-            with torch.inference_mode(False), torch.no_grad():
-                cache = (*key, p.detach().exp().unsqueeze(-1))
-            self._weight_column_cache = cache
-        return cache[2]
+            return _exp_column(p)
+        return self._weight_column_constant.get(p)
 
     def _stack(self, log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(log_probs) != self.num_members:

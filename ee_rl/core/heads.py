@@ -8,11 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ee_rl.core.param_cache import DerivedConstant
+
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def _sigmoid_as_float(p: torch.Tensor) -> float:
+    return float(torch.sigmoid(p))
 
 
 def _regular_windows(in_hw: tuple[int, int], out: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -45,7 +51,7 @@ class SDNPool(nn.Module):
         super().__init__()
         self.size = _positive_int("SDNPool size", size)
         self.gamma_logit = nn.Parameter(torch.zeros(()))
-        self._gamma_cache: tuple[int, int, float] | None = None  # (version, data_ptr, gamma)
+        self._gamma_constant: DerivedConstant[float] = DerivedConstant(_sigmoid_as_float)
         self._windows: dict[tuple[int, int], tuple[tuple[int, int], tuple[int, int]] | None] = {}
 
     @property
@@ -58,13 +64,8 @@ class SDNPool(nn.Module):
         if torch.is_grad_enabled() and p.requires_grad:
             return torch.sigmoid(p)  # differentiable
         # Without gradients gamma is a constant: reuse it as a Python float (one op less per call on the hot path)
-        # until the parameter changes (optimiser steps and load_state_dict bump its version).
-        key = (p._version, p.data_ptr())
-        cache = self._gamma_cache
-        if cache is None or cache[:2] != key:
-            cache = (*key, float(torch.sigmoid(p.detach())))
-            self._gamma_cache = cache
-        return cache[2]
+        # until the parameter changes.
+        return self._gamma_constant.get(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool ``(B, C, H, W)`` to ``(B, C, size, size)``."""

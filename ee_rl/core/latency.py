@@ -96,35 +96,22 @@ class ExitLatency:
         full_us: the no-early-exit path (plain backbone, no heads).
         exit_us: every sample answered at internal exit m, for m = 0..M-1.
         flops: FLOPs per sample at each internal exit, then the backbone alone.
-        prefix_us: the backbone's stages up to exit m alone (no head, no rule): no exit at m can be faster, so
-            ``full_us / prefix_us[m]`` bounds the speed-up of exit m.
+        speedup: wall-clock speed-up of answering at each internal exit over the full network: the median over
+            timing rounds of the full path's / that exit's latency in the same round (:func:`paired_ratio`, robust
+            to the machine's speed drifting during the run; on a steady machine it equals ``full_us / exit_us``).
+        prefix_us: the backbone's stages up to exit m alone (no head, no rule): no exit at m can be faster.
+        speedup_bound: the same paired ratio for those stages alone: the speed-up exit m would have if its head
+            and exit rule cost nothing.
         extra_us: any extra calls timed alongside (e.g. the original, unstaged network).
-        paired_speedup: per internal exit, the median over timing rounds of the full path's / that exit's
-            latency in the same round (:func:`paired_ratio`); empty if not measured that way.
-        paired_speedup_bound: the same for the stages up to each exit alone.
     """
 
     full_us: float
     exit_us: tuple[float, ...]
     flops: tuple[int, ...]
-    prefix_us: tuple[float, ...] = ()
+    speedup: tuple[float, ...]
+    prefix_us: tuple[float, ...]
+    speedup_bound: tuple[float, ...]
     extra_us: dict[str, float] = field(default_factory=dict)
-    paired_speedup: tuple[float, ...] = ()
-    paired_speedup_bound: tuple[float, ...] = ()
-
-    @property
-    def speedup(self) -> tuple[float, ...]:
-        """Wall-clock speed-up of answering at each internal exit over the full network.
-
-        The paired per-round ratio when measured (robust to the machine's speed drifting during the run), else
-        ``full_us / exit_us``; on a steady machine the two agree.
-        """
-        return self.paired_speedup or tuple(self.full_us / t for t in self.exit_us)
-
-    @property
-    def speedup_bound(self) -> tuple[float, ...]:
-        """The speed-up each internal exit would have if its head and exit rule cost nothing (paired when measured)."""
-        return self.paired_speedup_bound or tuple(self.full_us / t for t in self.prefix_us)
 
 
 def backbone_prefix(model: EarlyExitModel, m: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -156,7 +143,7 @@ def measure_exit_latency(
     also the backbone's stages up to each exit alone (the bound on that exit's speed-up).
 
     Use a batch of 1 for per-decision latency. Each path is timed in rounds of ``block`` consecutive calls (see
-    :func:`median_call_us`). Runs under ``torch.inference_mode``; the caller sets the threads.
+    :func:`timed_rounds`). Runs under ``torch.inference_mode``; the caller sets the threads.
     """
     num_ics = model.num_ics
     calls: dict[str, Callable[[], object]] = {"full": lambda r=MaxProbExit(2.0): model.infer(x, r)}
@@ -180,8 +167,8 @@ def measure_exit_latency(
         full_us=us["full"],
         exit_us=tuple(us[f"exit{m}"] for m in range(num_ics)),
         flops=(*costs.cumulative[:num_ics], costs.backbone),
+        speedup=tuple(paired_ratio(rounds["full"], rounds[f"exit{m}"]) for m in range(num_ics)),
         prefix_us=tuple(us[f"prefix{m}"] for m in range(num_ics)),
+        speedup_bound=tuple(paired_ratio(rounds["full"], rounds[f"prefix{m}"]) for m in range(num_ics)),
         extra_us={name: us[name] for name in extra},
-        paired_speedup=tuple(paired_ratio(rounds["full"], rounds[f"exit{m}"]) for m in range(num_ics)),
-        paired_speedup_bound=tuple(paired_ratio(rounds["full"], rounds[f"prefix{m}"]) for m in range(num_ics)),
     )
