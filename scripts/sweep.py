@@ -25,6 +25,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (config: 8)")
     parser.add_argument("--seed", type=int, default=None, help="env seed (config: 10000)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads while playing (config: 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="settings played at once, one process each (config: 1; µs per decision then share cores)")
     parser.add_argument("--config", default=None, help="YAML config (default configs/sweep.yaml)")
     parser.add_argument("--preset", default=None, help="a preset section of the config, e.g. quick")
     parser.add_argument("--out", default=None, help="output directory (default runs/sweep/<Env>/)")
@@ -65,7 +67,8 @@ def main() -> None:
         settings.thresholds = _list(args.thresholds, float, "--thresholds")
     if args.patience is not None:
         settings.patience = _list(args.patience, int, "--patience")
-    for flag, name in (("episodes", "episodes"), ("n_envs", "n_envs"), ("seed", "seed"), ("threads", "torch_threads")):
+    for flag, name in (("episodes", "episodes"), ("n_envs", "n_envs"), ("seed", "seed"), ("threads", "torch_threads"),
+                       ("workers", "workers")):
         if getattr(args, flag) is not None:
             setattr(settings, name, getattr(args, flag))
     settings.validate()

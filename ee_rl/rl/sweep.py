@@ -18,7 +18,9 @@ import csv
 import dataclasses
 import io
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,8 @@ class SweepSettings:
         sticky_prob: agent-level sticky action probability (paper: 0.1).
         seed: env seed; env ``i`` plays seed ``seed + i``, the same for every setting.
         torch_threads: torch intra-op threads while playing (the µs per decision depend on it).
+        workers: settings played at once, each in its own process (returns, costs and exit rates do not depend on
+            it; the µs per decision do, as the workers share the machine: use 1 for clean timings).
     """
 
     methods: list[str] = dataclasses.field(default_factory=lambda: ["ztw", "sdn", "pbee"])
@@ -93,6 +97,7 @@ class SweepSettings:
     sticky_prob: float = 0.1
     seed: int = 10_000
     torch_threads: int = 1
+    workers: int = 1
 
     def validate(self) -> SweepSettings:
         """Check every field; a bad value is a one-line :class:`UserError`. Returns ``self``."""
@@ -113,7 +118,7 @@ class SweepSettings:
         for p in self.patience:
             if isinstance(p, bool) or not isinstance(p, int) or p < 0:
                 raise UserError(f"patience values must be non-negative integers, got {p!r}")
-        require_positive_ints(self, ("episodes", "n_envs", "torch_threads"))
+        require_positive_ints(self, ("episodes", "n_envs", "torch_threads", "workers"))
         if not 0.0 <= self.sticky_prob < 1.0:
             raise UserError(f"sticky_prob must be in [0, 1), got {self.sticky_prob}")
         return self
@@ -432,6 +437,60 @@ def load_agents(agent_dir: str | Path, methods: Sequence[str], game: str) -> dic
     return policies
 
 
+#: The agents of a sweep's worker processes (set before they fork, or loaded by :func:`_init_worker`).
+_WORKER_AGENTS: dict[str, EarlyExitPolicy] = {}
+
+
+def _init_worker(agent_dir: str, methods: Sequence[str], game: str, torch_threads: int) -> None:
+    """Worker start-up: one intra-op thread budget, and the agents (inherited when forked, else loaded)."""
+    torch.set_num_threads(torch_threads)
+    if not _WORKER_AGENTS:
+        _WORKER_AGENTS.update(load_agents(agent_dir, methods, game))
+
+
+def _play_in_worker(method: str, threshold: float, game: str, play: dict[str, Any]) -> SweepRow:
+    agent = _WORKER_AGENTS[method] if method in _WORKER_AGENTS else next(iter(_WORKER_AGENTS.values()))
+    return evaluate_setting(agent, method, threshold, game, **play)
+
+
+def _play_settings(
+    jobs: Sequence[tuple[str, float]],
+    policies: dict[str, EarlyExitPolicy],
+    expert_player: EarlyExitPolicy,
+    game: str,
+    play: dict[str, Any],
+    settings: SweepSettings,
+    agent_dir: str | Path | None = None,
+) -> Iterable[tuple[tuple[str, float], SweepRow]]:
+    """Play every ``(method, threshold)`` job (method ``expert`` = the full policy) and yield ``(job, row)`` as each
+    finishes: in order in this process with one worker, else in a pool of ``settings.workers`` processes."""
+    if settings.workers == 1 or len(jobs) == 1:
+        for method, threshold in jobs:
+            policy = expert_player if method == "expert" else policies[method]
+            yield (method, threshold), evaluate_setting(policy, method, threshold, game, **play)
+        return
+    # Fork where the OS has it: the children inherit the loaded agents (and the parent's module state); elsewhere
+    # each worker loads them again. Every setting seeds its own envs, so the order of completion does not matter.
+    methods = list(policies)
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    _WORKER_AGENTS.clear()
+    if forking:
+        _WORKER_AGENTS.update(policies)
+    context = multiprocessing.get_context("fork" if forking else "spawn")
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(settings.workers, len(jobs)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(str(agent_dir), methods, game, settings.torch_threads),
+        ) as pool:
+            futures = {pool.submit(_play_in_worker, m, t, game, play): (m, t) for m, t in jobs}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+    finally:
+        _WORKER_AGENTS.clear()
+
+
 def run_sweep(
     env: str,
     agent_dir: str | Path,
@@ -457,24 +516,21 @@ def run_sweep(
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.torch_threads)
     start = time.time()
+    measured: dict[tuple[str, float], SweepRow] = {}
     try:
         bar = tqdm(total=len(jobs) + 1, desc=f"sweep {display_name(game)}", unit="setting", disable=not progress)
         with bar:
-            bar.set_postfix_str("expert (full policy)")
-            expert = evaluate_setting(first, "expert", FULL, game, **play)
-            bar.update()
-            if on_row is not None:
-                on_row(expert)
-            measured: dict[tuple[str, float], SweepRow] = {}
-            for method, threshold in jobs:
-                bar.set_postfix_str(f"{method} {rule_label(method, threshold)}")
-                row = evaluate_setting(policies[method], method, threshold, game, **play)
-                measured[(method, threshold)] = row
+            for job, row in _play_settings(
+                [("expert", FULL), *jobs], policies, first, game, play, settings, agent_dir
+            ):
+                measured[job] = row
+                bar.set_postfix_str(f"{row.method} {row.rule}")
                 bar.update()
                 if on_row is not None:
                     on_row(row)
     finally:
         torch.set_num_threads(threads)
+    expert = measured[("expert", FULL)]
     rows = []
     for method in settings.methods:
         rows += [measured[(m, t)] for m, t in jobs if m == method]

@@ -6,6 +6,7 @@ Games are cut at 60 agent steps (ALE's frame cap lowered for the tests), so ever
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import math
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ee_rl.rl.envs as envs
@@ -240,3 +242,32 @@ def test_settings_from_yaml(tmp_path):
     with pytest.raises(UserError, match="no preset 'fast'"):
         sweep.load_sweep_settings(None, "Pong", "fast")
     assert math.isinf(sweep.read_csv(sweep.write_csv(hand_made_rows(), tmp_path / "t.csv"))[5].threshold)
+
+
+def test_workers_play_the_same_games_as_one_process(result, agent_dir, short_games):
+    settings = SweepSettings(
+        methods=["ztw", "pbee"], thresholds=[0.5], patience=[1], episodes=EPISODES, n_envs=2, seed=SEED, workers=2
+    )
+    seen = []
+    parallel = sweep.run_sweep("Pong", agent_dir, settings, progress=False, on_row=seen.append)
+    assert len(seen) == 3  # expert, ztw 0.5, pbee 1: each reported once, as it finished
+    strip = lambda r: dataclasses.replace(r, us_per_decision=0.0)  # noqa: E731 - timings differ, nothing else
+    assert [strip(r) for r in parallel.rows] == [strip(r) for r in result.rows]
+    assert strip(parallel.expert) == strip(result.expert)
+    with pytest.raises(UserError, match="workers"):
+        SweepSettings(workers=0).validate()
+
+
+def test_a_spawned_worker_loads_the_agents_itself(result, agent_dir, short_games):
+    # What a worker does where the OS cannot fork: load the agents from the directory, then play a setting.
+    threads = torch.get_num_threads()
+    try:
+        sweep._WORKER_AGENTS.clear()
+        sweep._init_worker(str(agent_dir), ["ztw", "pbee"], "Pong", 1)
+        assert set(sweep._WORKER_AGENTS) == {"ztw", "pbee"}
+        play = dict(episodes=EPISODES, n_envs=2, seed=SEED, sticky_prob=0.1)
+        row = sweep._play_in_worker("ztw", 0.5, "Pong", play)
+    finally:
+        sweep._WORKER_AGENTS.clear()
+        torch.set_num_threads(threads)
+    assert dataclasses.replace(row, us_per_decision=0.0) == dataclasses.replace(result.rows[0], us_per_decision=0.0)
