@@ -9,6 +9,8 @@ the cheapest one within 1 point of the expert's return. ``--from-csv sweep.csv``
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from ee_rl.errors import UserError, cli_main
@@ -84,6 +86,11 @@ def main() -> None:
     result = sweep.run_sweep(game, agent_dir, settings, progress=not args.no_progress_bar)
     selections = sweep.selection_summary(result.rows, args.budget, args.max_drop)
     paths = sweep.write_sweep(result, out_dir, selections)
+    if (out_dir / "expert.zip").is_file():  # an agent folder: its card shows the numbers of the files beside it
+        from ee_rl.rl.sweep_card import write_sweep_section
+
+        command = shlex.join(["python", "scripts/sweep.py", *sys.argv[1:]])
+        paths.append(write_sweep_section(out_dir, result, command, args.budget, args.max_drop))
     print(sweep.format_table(result.rows))
     if selections:
         print(sweep.format_selection(result.rows, args.budget, args.max_drop))

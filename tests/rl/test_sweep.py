@@ -271,3 +271,37 @@ def test_a_spawned_worker_loads_the_agents_itself(result, agent_dir, short_games
         sweep._WORKER_AGENTS.clear()
         torch.set_num_threads(threads)
     assert dataclasses.replace(row, us_per_decision=0.0) == dataclasses.replace(result.rows[0], us_per_decision=0.0)
+
+
+def test_sweep_section_of_the_agent_card(result, tmp_path):
+    from ee_rl.rl.sweep_card import write_sweep_section
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# Pong agent\n\nbody\n\n<!-- section:exits-ztw -->\nheads\n<!-- /section:exits-ztw -->\n")
+    write_sweep_section(tmp_path, result, "python scripts/sweep.py --env Pong", budget=0.5, max_drop=1.0)
+    text = readme.read_text()
+    assert text.startswith("# Pong agent\n\nbody") and "heads" in text  # the other sections are kept
+    assert text.count("<!-- section:sweep -->") == 1 and "![return vs inference time](sweep.png)" in text
+    table = [line for line in text.splitlines() if line.startswith("| ztw") or line.startswith("| pbee")]
+    assert len(table) == len(result.rows)  # one table row per setting
+    full = next(line for line in table if "| full |" in line)
+    assert f"{result.expert.return_mean:+.2f}" in full and "100.0 %" in full
+    assert "Cheapest setting within 1 point(s)" in text and "costing at most 50 %" in text
+    write_sweep_section(tmp_path, result, "python scripts/sweep.py --env Pong")  # re-run: replaced, not appended
+    again = readme.read_text()
+    assert again.count("<!-- section:sweep -->") == 1 and "Cheapest setting" not in again
+
+
+def test_cli_into_an_agent_folder_updates_its_card(agent_dir, short_games, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    agent = tmp_path / "agent"
+    shutil.copytree(agent_dir, agent)
+    (agent / "README.md").write_text("# Pong agent\n")
+    args = ["--env", "Pong", "--agent", str(agent), "--out", str(agent), "--methods", "ztw", "--thresholds", "0.5",
+            "--episodes", "1", "--n-envs", "1", "--max-drop", "1", "--no-progress-bar"]
+    code, out, _ = run_script("sweep", args, monkeypatch, capsys)
+    assert code == 0 and "README.md" in out
+    text = (agent / "README.md").read_text()
+    assert "<!-- section:sweep -->" in text and "`python scripts/sweep.py --env Pong --agent" in text
+    assert {p.name for p in agent.iterdir()} >= {"sweep.csv", "sweep.json", "sweep.png", "README.md"}
