@@ -37,7 +37,8 @@ def _chosen(method: str, r: SweepRow | None, none: str) -> str:
 def _selection_lines(rows: list[SweepRow], budget: float | None, max_drop: float | None) -> list[str]:
     lines = []
     if max_drop is not None:
-        lines.append(f"Cheapest setting within {max_drop:g} point(s) of the expert's return ({expert_return(rows):+.2f}):")
+        reference = expert_return(rows)
+        lines.append(f"Cheapest setting within {max_drop:g} point(s) of the expert's return ({reference:+.2f}):")
         lines += [_chosen(m, r, "no setting") for m, r in select_by_max_drop(rows, max_drop).items()]
     if budget is not None:
         lines.append(f"Highest threshold costing at most {100 * budget:g} % of the expert's FLOPs:")
