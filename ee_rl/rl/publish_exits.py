@@ -140,7 +140,7 @@ def exits_section(
         rows.append(f"| {name} | {c.values[0]:.3f} | {c.final_mean():.3f} | {kl_text} |")
     ret = curves.get("rollout/episode_return")
     ret_text = (
-        f" The early-exit policy's training games (a random exit acts at each step, sticky actions) scored "
+        f"\nThe early-exit policy's training games (a random exit acts at each step, sticky actions) scored "
         f"{ret.final_mean():.1f} on average over the last {min(FINAL_ROUNDS, len(ret.values))} rounds that ended one."
         if ret is not None else ""
     )
