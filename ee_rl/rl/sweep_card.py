@@ -39,15 +39,15 @@ def _selection_lines(rows: list[SweepRow], budget: float | None, max_drop: float
     if max_drop is not None:
         reference = expert_return(rows)
         lines.append(f"Cheapest setting within {max_drop:g} point(s) of the expert's return ({reference:+.2f}):")
-        lines += [_chosen(m, r, "no setting") for m, r in select_by_max_drop(rows, max_drop).items()]
+        lines += [_chosen(m, r, "no setting") for m, r in select_by_max_drop(rows, max_drop).items()] + [""]
     if budget is not None:
         lines.append(f"Highest threshold costing at most {100 * budget:g} % of the expert's FLOPs:")
-        lines += [_chosen(m, r, "no setting fits") for m, r in select_by_budget(rows, budget).items()]
+        lines += [_chosen(m, r, "no setting fits") for m, r in select_by_budget(rows, budget).items()] + [""]
     return lines
 
 
 def sweep_section(result: SweepResult, command: str, budget: float | None = None, max_drop: float | None = None) -> str:
-    """Markdown of the sweep: plot, how it was run, one table row per setting, and the selections asked for."""
+    """Markdown of the sweep: plot, how it was run, the selections asked for, and one table row per setting."""
     s = result.settings
     rows = list(result.rows)
     num_ics = len(rows[0].exit_rates) - 1 if rows else 0
@@ -68,7 +68,6 @@ def sweep_section(result: SweepResult, command: str, budget: float | None = None
         + ". Files: `sweep.csv`, `sweep.json`.",
         "",
         *_selection_lines(rows, budget, max_drop),
-        "",
         f"| method | rule | return | inference time | agreement | µs / decision | exit rates % ({exits}) |",
         "|---|---|---|---|---|---|---|",
         *[_row_cells(r) for r in rows],
