@@ -39,6 +39,8 @@ from ee_rl.selfxit.report import calibration_report, held_out_report, latency_re
 from ee_rl.selfxit.settings import SelfXitSettings
 
 METHOD = "selfxit"
+#: The inference-data states are recorded in other games than the evaluation games (seeded ``env_seed``).
+STATES_SEED_OFFSET = 5_000
 
 
 @torch.no_grad()
@@ -136,7 +138,7 @@ def run_rl_selfxit(policy: EarlyExitPolicy, game: str, settings: SelfXitSettings
         raise UserError("SelfXit needs independent heads (the SDN heads, exits-sdn.pt), not cascaded ZTW heads")
     states = torch.from_numpy(collect_expert_states(
         policy, game, settings.states, n_envs=settings.n_envs, stride=settings.state_stride,
-        sticky_prob=settings.sticky_prob, seed=settings.env_seed,
+        sticky_prob=settings.sticky_prob, seed=settings.env_seed + STATES_SEED_OFFSET,
     ))
     # The 20 / 30 parts of SelfXit's 50 / 20 / 30 split (the 50 % were distillation's states).
     val_fraction = settings.split[1] / (settings.split[1] + settings.split[2])
@@ -145,7 +147,8 @@ def run_rl_selfxit(policy: EarlyExitPolicy, game: str, settings: SelfXitSettings
     held_out = evaluate_held_out(calibration, states[test], batch_size=settings.batch_size,
                                  repeats=settings.timing_repeats)
     agent = selfxit_policy(policy, calibration)
-    games = dict(episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.env_seed + 1,
+    # The games use the sweep's seeds, so the row appended to its CSV is played on the same games as its rows.
+    games = dict(episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.env_seed,
                  sticky_prob=settings.sticky_prob)
     expert = play(policy, FULL_RULE, game, method="expert", threshold=FULL, label="full", **games)
     tol = settings.tolerance
