@@ -448,15 +448,18 @@ def _init_worker(agent_dir: str, methods: Sequence[str], game: str, torch_thread
         _WORKER_AGENTS.update(load_agents(agent_dir, methods, game))
 
 
+def _player(agents: dict[str, EarlyExitPolicy], method: str) -> EarlyExitPolicy:
+    """The agent that plays ``method``'s settings; the full policy (``expert``, no head runs) is the first one."""
+    return next(iter(agents.values())) if method == "expert" else agents[method]
+
+
 def _play_in_worker(method: str, threshold: float, game: str, play: dict[str, Any]) -> SweepRow:
-    agent = _WORKER_AGENTS[method] if method in _WORKER_AGENTS else next(iter(_WORKER_AGENTS.values()))
-    return evaluate_setting(agent, method, threshold, game, **play)
+    return evaluate_setting(_player(_WORKER_AGENTS, method), method, threshold, game, **play)
 
 
 def _play_settings(
     jobs: Sequence[tuple[str, float]],
     policies: dict[str, EarlyExitPolicy],
-    expert_player: EarlyExitPolicy,
     game: str,
     play: dict[str, Any],
     settings: SweepSettings,
@@ -466,8 +469,7 @@ def _play_settings(
     finishes: in order in this process with one worker, else in a pool of ``settings.workers`` processes."""
     if settings.workers == 1 or len(jobs) == 1:
         for method, threshold in jobs:
-            policy = expert_player if method == "expert" else policies[method]
-            yield (method, threshold), evaluate_setting(policy, method, threshold, game, **play)
+            yield (method, threshold), evaluate_setting(_player(policies, method), method, threshold, game, **play)
         return
     # Fork where the OS has it: the children inherit the loaded agents (and the parent's module state); elsewhere
     # each worker loads them again. Every setting seeds its own envs, so the order of completion does not matter.
@@ -512,7 +514,7 @@ def run_sweep(
     play = dict(
         episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.seed, sticky_prob=settings.sticky_prob
     )
-    first = policies[settings.methods[0]]  # any agent plays the full policy: no head runs
+    expert_player = _player(policies, "expert")
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.torch_threads)
     start = time.time()
@@ -521,7 +523,7 @@ def run_sweep(
         bar = tqdm(total=len(jobs) + 1, desc=f"sweep {display_name(game)}", unit="setting", disable=not progress)
         with bar:
             for job, row in _play_settings(
-                [("expert", FULL), *jobs], policies, first, game, play, settings, agent_dir
+                [("expert", FULL), *jobs], policies, game, play, settings, agent_dir
             ):
                 measured[job] = row
                 bar.set_postfix_str(f"{row.method} {row.rule}")
@@ -540,7 +542,7 @@ def run_sweep(
         settings=settings,
         rows=tuple(rows),
         expert=expert,
-        backbone_flops=first.exit_costs.backbone,
+        backbone_flops=expert_player.exit_costs.backbone,
         exit_costs={m: policies[m].exit_costs.relative for m in settings.methods},
         torch_threads=settings.torch_threads,
         wall_time_s=time.time() - start,
