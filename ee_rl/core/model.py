@@ -213,28 +213,12 @@ class EarlyExitModel(nn.Module):
         (ZTW trains ensembles on top of already-trained ICs, so an ensemble's loss should not move the ICs).
         """
         h = self.backbone.preprocess(x)
-        ic_logits: list[torch.Tensor] = []
-        ic_log_probs: list[torch.Tensor] = []
-        ens_log_probs: list[torch.Tensor] = []
+        acc = _ExitAccumulator(self, ensemble_grad_to_heads)
         for s, stage in enumerate(self.backbone.stages):
             h = stage(h)
-            m = self._ic_at_stage[s]
-            if m < 0:
-                continue
-            logits = self.heads[m](h, ic_logits[-1] if self._cascade[m] else None)
-            ic_logits.append(logits)
-            ic_log_probs.append(torch.log_softmax(logits, dim=-1))
-            if self.ensembles is not None:
-                members = ic_log_probs if ensemble_grad_to_heads else [t.detach() for t in ic_log_probs]
-                ens_log_probs.append(self.ensembles[m](members))
-        final_logits = self.backbone.head(h)
-        return AllExits(
-            ic_logits=torch.stack(ic_logits),
-            ic_log_probs=torch.stack(ic_log_probs),
-            ensemble_log_probs=torch.stack(ens_log_probs) if self.ensembles is not None else None,
-            final_logits=final_logits,
-            final_log_probs=torch.log_softmax(final_logits, dim=-1),
-        )
+            if self._ic_at_stage[s] >= 0:
+                acc.add(h)  # heads run as soon as their stage has, so stage outputs are freed as we go
+        return acc.finish(self.backbone.head(h))
 
     def attached_stage_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Run the frozen backbone once: the outputs of the stages the heads attach to (in head order) and the
@@ -262,23 +246,10 @@ class EarlyExitModel(nn.Module):
         """
         if len(features) != len(self.heads):
             raise ValueError(f"got {len(features)} stage outputs for {len(self.heads)} heads; give one per head")
-        ic_logits: list[torch.Tensor] = []
-        ic_log_probs: list[torch.Tensor] = []
-        ens_log_probs: list[torch.Tensor] = []
-        for m, h in enumerate(features):
-            logits = self.heads[m](h, ic_logits[-1] if self._cascade[m] else None)
-            ic_logits.append(logits)
-            ic_log_probs.append(torch.log_softmax(logits, dim=-1))
-            if self.ensembles is not None:
-                members = ic_log_probs if ensemble_grad_to_heads else [t.detach() for t in ic_log_probs]
-                ens_log_probs.append(self.ensembles[m](members))
-        return AllExits(
-            ic_logits=torch.stack(ic_logits),
-            ic_log_probs=torch.stack(ic_log_probs),
-            ensemble_log_probs=torch.stack(ens_log_probs) if self.ensembles is not None else None,
-            final_logits=final_logits,
-            final_log_probs=torch.log_softmax(final_logits, dim=-1),
-        )
+        acc = _ExitAccumulator(self, ensemble_grad_to_heads)
+        for h in features:
+            acc.add(h)
+        return acc.finish(final_logits)
 
     def infer(self, x: torch.Tensor, rule: ExitRule) -> EarlyExitOutput:
         """Conditional inference with batch shrinking: samples that exit leave the batch; the rest go on.
@@ -403,3 +374,39 @@ class EarlyExitModel(nn.Module):
         log_probs = torch.log_softmax(final_head(h), dim=-1)
         rows = self._rows_of_whole_batch(n, device) if active is None else active
         yield ExitChunk(num_ics, rows, log_probs, cumulative[num_ics])
+
+
+class _ExitAccumulator:
+    """Runs the heads (and ensembles) of one all-exits pass in order, one attached stage output at a time.
+
+    The one place that wires cascades and ensembles for training-style passes, shared by
+    :meth:`EarlyExitModel.all_exits` and :meth:`EarlyExitModel.exits_from_stage_outputs`.
+    """
+
+    def __init__(self, model: EarlyExitModel, ensemble_grad_to_heads: bool) -> None:
+        self.model = model
+        self.ensemble_grad_to_heads = ensemble_grad_to_heads
+        self.ic_logits: list[torch.Tensor] = []
+        self.ic_log_probs: list[torch.Tensor] = []
+        self.ens_log_probs: list[torch.Tensor] = []
+
+    def add(self, h: torch.Tensor) -> None:
+        """Run the next head on its stage's output ``h`` (cascade input: the previous head's logits)."""
+        m = len(self.ic_logits)
+        model = self.model
+        logits = model.heads[m](h, self.ic_logits[-1] if model._cascade[m] else None)
+        self.ic_logits.append(logits)
+        self.ic_log_probs.append(torch.log_softmax(logits, dim=-1))
+        if model.ensembles is not None:
+            members = self.ic_log_probs if self.ensemble_grad_to_heads else [t.detach() for t in self.ic_log_probs]
+            self.ens_log_probs.append(model.ensembles[m](members))
+
+    def finish(self, final_logits: torch.Tensor) -> AllExits:
+        """Everything gathered so far, with the backbone head's ``final_logits``."""
+        return AllExits(
+            ic_logits=torch.stack(self.ic_logits),
+            ic_log_probs=torch.stack(self.ic_log_probs),
+            ensemble_log_probs=torch.stack(self.ens_log_probs) if self.model.ensembles is not None else None,
+            final_logits=final_logits,
+            final_log_probs=torch.log_softmax(final_logits, dim=-1),
+        )
