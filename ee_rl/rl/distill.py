@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
 from ee_rl.core import AllExits, concat_all_exits
+from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ee_rl.rl.policy import EarlyExitPolicy, ExitMethod, save_exit_heads
@@ -396,17 +397,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def check_device(device: str) -> torch.device:
-    """The torch device named ``device``; an unknown name or a CUDA device without CUDA is a :class:`UserError`."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown torch device '{device}' (use cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' asked for, but this torch has no CUDA GPU available; use --device cpu")
-    return dev
-
-
 def default_run_dir(game_display_name: str, method: ExitMethod, seed: int) -> Path:
     """``runs/exits/<Game>_<method>_s<seed>/``."""
     return Path("runs") / "exits" / f"{game_display_name}_{method.name}_s{seed}"
@@ -443,7 +433,7 @@ def distill_exits(
     from ee_rl.rl.games import display_name, rom_id
 
     make_env = make_env or make_atari_env
-    check_device(device)
+    device = str(resolve_device(device))
     game = rom_id(env)
     name = display_name(game)
     run_dir = Path(out) if out is not None else default_run_dir(name, method, seed)

@@ -14,6 +14,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.utils import LinearSchedule
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
+from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.rl.checkpoint import META_ATTR, load_model, meta, save_model_atomic
@@ -213,6 +214,7 @@ def train_expert(
     step count, so a resumed run is deterministic given its checkpoint.
     """
     game = rom_id(env)
+    device = str(resolve_device(device))
     cfg = load_expert_config(config, game)
     if total_timesteps is not None:
         cfg.total_timesteps = total_timesteps

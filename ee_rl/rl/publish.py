@@ -27,6 +27,7 @@ import numpy as np
 from stable_baselines3 import PPO
 
 import ee_rl
+from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.rl.agent_card import carry_sections
@@ -452,6 +453,7 @@ def publish_expert(
         raise UserError(f"seed must be a non-negative integer, got {seed}")
     if min_return is not None and not np.isfinite(min_return):
         raise UserError(f"min return must be a finite number, got {min_return}")
+    device = str(resolve_device(device))
     check_out_dir(out)
     file_config = load_expert_config(config, game)
     model, checkpoint_sha256 = load_checkpoint_snapshot(checkpoint, game, device)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.vision.checkpoint import load_exit_model
@@ -30,7 +31,7 @@ from ee_rl.vision.stats import (
     hindsight_seed_rows,
     paired_rows,
 )
-from ee_rl.vision.train import RunSpec, resolve_device, train_run
+from ee_rl.vision.train import RunSpec, train_run
 
 
 def run_dir_for(runs_dir: Path, dataset: str, arch: str, seed: int) -> Path:

@@ -28,6 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from ee_rl.core import EarlyExitModel
+from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_json, ensure_writable_dir
 from ee_rl.vision.backbones import StagedNet, build_backbone, load_torchvision_resnet50
@@ -45,21 +46,6 @@ from ee_rl.vision.evaluate import collect_all_exits
 from ee_rl.vision.methods import SDN, ZTW, ExitVariant, build_model
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; asking for CUDA without a GPU is a :class:`UserError`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; accepted: cpu, cuda, cuda:N, auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: this torch build has no usable CUDA GPU (torch {torch.__version__})")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {name!r}; accepted: cpu, cuda, cuda:N, auto")
-    return device
 
 
 def make_optimizer(params: Sequence[nn.Parameter], cfg: PhaseConfig) -> torch.optim.Optimizer:
@@ -511,5 +497,5 @@ def _backbone_phase(
 DEFAULT_VARIANTS = (ZTW, SDN)
 __all__ = [
     "DEFAULT_VARIANTS", "RunSpec", "SDN", "ZTW", "accuracy", "load_weights", "make_optimizer", "make_scheduler",
-    "resolve_device", "run_epochs", "train_backbone", "train_ensembles", "train_ics", "train_new_head", "train_run",
+    "run_epochs", "train_backbone", "train_ensembles", "train_ics", "train_new_head", "train_run",
 ]
