@@ -102,7 +102,7 @@ def _load_script():
         (["--expert", "{expert}", "--cascade-only", "--ensemble-only"], "exclude each other"),
         (["--expert", "{expert}", "--resume", "--out", "{tmp}/nothing"], "nothing to resume"),
         (["--expert", "{expert}", "--config", "{tmp}/none.yaml"], "config file not found"),
-        (["--expert", "{expert}", "--device", "gpu0"], "unknown torch device 'gpu0'"),
+        (["--expert", "{expert}", "--device", "gpu0"], "unknown device 'gpu0'"),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, expert_zip, capsys, monkeypatch, args, message) -> None:
