@@ -383,11 +383,12 @@ def _variant_seed(seed: int, variant: ExitVariant) -> int:
 
 def train_run(spec: RunSpec) -> dict[str, Any]:
     """Run every phase of ``spec`` that is not finished yet; return (and write) ``train_summary.json``'s content."""
-    out = ensure_writable_dir(spec.out_dir)
-    _check_out_dir(out, spec.resume)
+    # Arguments first, so a refused run leaves no output directory behind.
     if spec.transfer and spec.weights is None:
         raise UserError("--transfer needs --weights (the pretrained backbone to transfer)")
     device = resolve_device(spec.device)
+    out = ensure_writable_dir(spec.out_dir)
+    _check_out_dir(out, spec.resume)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     cfg = spec.config
