@@ -33,6 +33,51 @@ from ee_rl.rl.games import rom_id
 MAX_EPISODE_FRAMES = 108_000
 
 
+def native_vector_env(
+    game: str,
+    n_envs: int,
+    *,
+    num_threads: int,
+    noop_max: int,
+    frame_skip: int,
+    frame_stack: int,
+    size: tuple[int, int],
+    grayscale: bool,
+    max_pool: bool,
+    max_episode_frames: int,
+) -> Any:
+    """ale-py's native ``AtariVectorEnv`` as every emulator of ee_rl runs it.
+
+    No ALE-level sticky actions, life-loss terminals or reward clipping (those are applied in numpy by
+    :class:`AtariVecEnv`, once); same-step autoreset; FIRE on reset; up to ``noop_max`` no-op starts. Two
+    emulators built here with the same game, seed and frame skip and stepped with the same actions stay
+    identical, whatever their ``size``, ``grayscale``, ``frame_stack`` and ``max_pool`` (what
+    :mod:`ee_rl.rl.video` relies on).
+    """
+    from ale_py.vector_env import AtariVectorEnv
+    from gymnasium.vector import AutoresetMode
+
+    return AtariVectorEnv(
+        game,
+        n_envs,
+        num_threads=num_threads,
+        repeat_action_probability=0.0,  # sticky actions are applied once, by StickyActions
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        max_num_frames_per_episode=max_episode_frames,
+        img_height=size[0],
+        img_width=size[1],
+        grayscale=grayscale,
+        stack_num=frame_stack,
+        frameskip=frame_skip,
+        maxpool=max_pool,
+        noop_max=noop_max,
+        episodic_life=False,  # life loss is turned into a terminal by AtariVecEnv, in training mode only
+        life_loss_info=False,
+        reward_clipping=False,  # raw scores are needed for episode statistics
+        use_fire_reset=True,
+    )
+
+
 class StickyActions:
     """Agent-level sticky actions: with probability ``p`` each env repeats its previously executed action.
 
@@ -94,32 +139,21 @@ class AtariVecEnv(VecEnv):
         max_pool: bool = True,
         num_threads: int | None = None,
     ) -> None:
-        from ale_py.vector_env import AtariVectorEnv
-        from gymnasium.vector import AutoresetMode
-
         if n_envs < 1:
             raise UserError(f"the number of environments must be a positive integer, got {n_envs}")
         self.game = rom_id(env)
         self.training = training
-        threads = num_threads or min(n_envs, os.cpu_count() or 1)
-        self._ale = AtariVectorEnv(
+        self._ale = native_vector_env(
             self.game,
             n_envs,
-            num_threads=threads,
-            repeat_action_probability=0.0,  # sticky actions are applied once, by StickyActions
-            autoreset_mode=AutoresetMode.SAME_STEP,
-            max_num_frames_per_episode=MAX_EPISODE_FRAMES,
-            img_height=screen_size,
-            img_width=screen_size,
-            grayscale=True,
-            stack_num=frame_stack,
-            frameskip=frame_skip,
-            maxpool=max_pool,
+            num_threads=num_threads or min(n_envs, os.cpu_count() or 1),
             noop_max=noop_max,
-            episodic_life=False,  # life loss is turned into a terminal here, in training mode only
-            life_loss_info=False,
-            reward_clipping=False,  # raw scores are needed for episode statistics
-            use_fire_reset=True,
+            frame_skip=frame_skip,
+            frame_stack=frame_stack,
+            size=(screen_size, screen_size),
+            grayscale=True,
+            max_pool=max_pool,
+            max_episode_frames=MAX_EPISODE_FRAMES,  # read at call time: tests shorten the cap
         )
         self.action_meanings = [a.name for a in self._ale.ale.get_action_set()]
         observation_space = spaces.Box(0, 255, (frame_stack, screen_size, screen_size), dtype=np.uint8)

@@ -127,7 +127,9 @@ class AtomicCheckpointCallback(BaseCallback):
 class EpisodeCsvCallback(BaseCallback):
     """Append every finished training game (raw score) to a CSV: the learning curve.
 
-    The file is opened by name for each step that finished a game (about one per second) rather than held open:
+    Rows end in a bare LF, as :func:`truncate_episode_csv` writes them on resume (csv's default CRLF gave the
+    committed file mixed line endings). The file is opened by name for each step that finished a game (about one
+    per second) rather than held open:
     if it is replaced meanwhile (``git checkout`` / ``git stash`` of a tracked run directory), the rows still go
     to the file at ``path``, not to an unlinked inode only this process can see.
     """
@@ -142,7 +144,7 @@ class EpisodeCsvCallback(BaseCallback):
     def _on_training_start(self) -> None:
         if not self.path.exists():
             with open(self.path, "a", newline="") as handle:
-                csv.writer(handle).writerow(self.FIELDS)
+                csv.writer(handle, lineterminator="\n").writerow(self.FIELDS)
 
     def _on_step(self) -> bool:
         rows = [
@@ -152,7 +154,7 @@ class EpisodeCsvCallback(BaseCallback):
         ]
         if rows:
             with open(self.path, "a", newline="") as handle:
-                csv.writer(handle).writerows(rows)
+                csv.writer(handle, lineterminator="\n").writerows(rows)
         return True
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ee_rl.core import ExitRule
 from ee_rl.errors import UserError
-from ee_rl.rl.envs import MAX_EPISODE_FRAMES, StickyActions, make_atari_env
+from ee_rl.rl.envs import MAX_EPISODE_FRAMES, StickyActions, make_atari_env, native_vector_env
 from ee_rl.rl.games import rom_id
 from ee_rl.rl.policy import EarlyExitPolicy
 from ee_rl.rl.sweep import DecisionTally, expert_actions_for
@@ -66,29 +66,19 @@ class LockstepScreen:
         max_pool: bool = False,
         max_episode_frames: int = MAX_EPISODE_FRAMES,
     ) -> None:
-        from ale_py.vector_env import AtariVectorEnv
-        from gymnasium.vector import AutoresetMode
-
         self.grayscale = grayscale
         self.stack = stack
-        self._ale = AtariVectorEnv(
+        self._ale = native_vector_env(
             rom_id(env),
             n_envs,
             num_threads=1,
-            repeat_action_probability=0.0,
-            autoreset_mode=AutoresetMode.SAME_STEP,
-            max_num_frames_per_episode=max_episode_frames,
-            img_height=size[0],
-            img_width=size[1],
-            grayscale=grayscale,
-            stack_num=stack,
-            frameskip=frame_skip,
-            maxpool=max_pool,
             noop_max=noop_max,
-            episodic_life=False,
-            life_loss_info=False,
-            reward_clipping=False,
-            use_fire_reset=True,
+            frame_skip=frame_skip,
+            frame_stack=stack,
+            size=size,
+            grayscale=grayscale,
+            max_pool=max_pool,
+            max_episode_frames=max_episode_frames,
         )
 
     def _frames(self, obs: np.ndarray) -> np.ndarray:

@@ -160,3 +160,24 @@ def test_episode_csv_keeps_writing_to_the_path_when_the_file_is_replaced(tmp_pat
         ["100", "3.0", "10", "1.2"],
         ["200", "5.0", "10", "1.2"],
     ]
+
+
+def test_episode_csv_has_one_line_ending_across_a_resume(tmp_path) -> None:
+    from ee_rl.rl.expert import EpisodeCsvCallback, truncate_episode_csv
+
+    path = tmp_path / "episodes.csv"
+    callback = EpisodeCsvCallback(path, wall_time=lambda: 2.0)
+    callback._on_training_start()
+    for step in (100, 200, 300):
+        callback.num_timesteps = step
+        callback.locals = {"infos": [{"episode": {"r": 1.0, "l": 5}}]}
+        callback._on_step()
+    truncate_episode_csv(path, 200)  # resume from a checkpoint at step 200: the row at 300 goes
+    callback._on_training_start()
+    callback.num_timesteps = 250
+    callback._on_step()
+    data = path.read_bytes()
+    assert b"\r" not in data
+    assert data.decode().splitlines() == [
+        ",".join(EpisodeCsvCallback.FIELDS), "100,1.0,5,2.0", "200,1.0,5,2.0", "250,1.0,5,2.0",
+    ]
