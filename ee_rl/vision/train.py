@@ -407,7 +407,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
         net, record = _backbone_phase(spec, data, device, out, writer, timings)
         summary["backbone_test_accuracy"] = record["test_accuracy"]
         summary["backbone_source"] = record["source"]
-        sample = torch.zeros(1, *data.input_shape)
+        sample = torch.zeros(1, *data.input_shape, device=device)  # the backbone is on `device` already
         variants_summary = summary.setdefault("variants", {})
         for variant in spec.variants:
             exits_path = out / f"exits-{variant.name}.pt"
@@ -415,9 +415,8 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
                 continue
             torch.manual_seed(_variant_seed(spec.seed, variant))
             model = build_model(variant, net.frozen(), net.placement, data.num_classes, sample,
-                                downsample=cfg.ic_downsample)
+                                downsample=cfg.ic_downsample)  # on the backbone's device
             costs = model.exit_costs(sample)
-            model.to(device)
             t0 = time.perf_counter()
             train_ics(model, variant, data, cfg, seed=spec.seed, device=device,
                       ckpt_path=out / f"ics-{variant.name}.ckpt", resume=spec.resume, writer=writer,

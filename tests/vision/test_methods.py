@@ -78,3 +78,15 @@ def test_large_feature_maps_get_stride_2_ics_and_resnet50_placement_divides_chan
     with torch.no_grad():
         out = quarter.all_exits(torch.rand(2, 3, 64, 64))
     assert out.ic_logits.shape == (2, 2, 5)
+
+
+def test_heads_are_built_on_the_backbones_device_whatever_the_samples():
+    """A backbone already moved to an accelerator (here the meta device stands in for CUDA, which CI lacks) is probed
+    on its own device and gets heads and ensembles there, from a CPU sample; the CPU case is unchanged."""
+    net = build_backbone("small_cnn", 10, (1, 8, 8), (0.3,), (0.4,), seed=0).to("meta")
+    model = build_model(ZTW, net.frozen(), net.placement, 10, torch.zeros(1, 1, 8, 8))
+    assert {t.device.type for t in model.parameters()} == {"meta"}
+    assert [h.cascade_in for h in model.heads] == [0, 10, 10, 10, 10]
+    cpu = build_backbone("small_cnn", 10, (1, 8, 8), (0.3,), (0.4,), seed=0)
+    sdn = build_model(SDN, cpu.frozen(), cpu.placement, 10, torch.zeros(1, 1, 8, 8))
+    assert {t.device.type for t in sdn.parameters()} == {"cpu"}
