@@ -317,7 +317,8 @@ class EarlyExitPolicy(nn.Module):
         backbone = nature_cnn_stages(policy)
         obs_shape = tuple(policy.observation_space.shape)
         num_actions = int(policy.action_space.n)
-        sample = torch.zeros((1, *obs_shape), dtype=torch.uint8)
+        device = next(policy.parameters()).device  # heads are sized on, and moved to, the expert's device
+        sample = torch.zeros((1, *obs_shape), dtype=torch.uint8, device=device)
         shapes = backbone.stage_output_shapes(sample)
         channels = [int(shapes[s][0]) for s in NATURE_CNN_ATTACH_AFTER]
         def build_heads() -> nn.ModuleList:
@@ -333,13 +334,15 @@ class EarlyExitPolicy(nn.Module):
         if seed is None:
             heads = build_heads()
         else:
-            with torch.random.fork_rng(devices=[]):  # a seed must not reseed the caller's global torch RNG
-                torch.manual_seed(seed)
+            # A seed must not reseed the caller's global torch RNG: the heads are initialised on the CPU, so only
+            # the CPU generator is forked and seeded (torch.manual_seed would also reseed every CUDA generator).
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
                 heads = build_heads()
         ensembles = (
             make_ensembles(len(channels), num_actions, method.ensemble) if method.ensemble is not None else None
         )
-        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER))
+        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER)).to(device)
         return cls(
             model, method, game=game, expert_sha256=expert_sha256, ic_stride=ic_stride, pool_size=pool_size,
             obs_shape=obs_shape,

@@ -171,11 +171,14 @@ def expert_bytes(model: PPO) -> bytes:
     optimizer is kept but with an empty state (Adam's moments are twice the weights' size and only matter for
     further training; a model loaded from this file restarts Adam from zero if trained on). The last rollout's
     observations are dropped too (SB3 resets the env when they are missing). Entries are deflated and carry a
-    fixed timestamp, so the same weights always give the same bytes. ``model`` is left unchanged.
+    fixed timestamp, so the same weights always give the same bytes, on whatever device ``model`` runs (torch
+    records each tensor's device in the file, so the policy is saved from the CPU). ``model`` is left unchanged.
     """
     optimizer = model.policy.optimizer
     kept = (optimizer.state, model._last_obs, model._last_episode_starts)
+    device = model.policy.device
     try:
+        model.policy.to("cpu")
         optimizer.state = collections.defaultdict(dict)
         model._last_obs = None
         model._last_episode_starts = None
@@ -183,6 +186,7 @@ def expert_bytes(model: PPO) -> bytes:
         model.save(raw)
     finally:
         optimizer.state, model._last_obs, model._last_episode_starts = kept
+        model.policy.to(device)
     packed = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(raw.getvalue())) as src, zipfile.ZipFile(packed, "w") as dst:
         for item in src.infolist():

@@ -113,7 +113,9 @@ class ServedModel:
         parts = []
         for start in range(0, len(wire), batch_size):
             out = self.model.infer(self.model_input(wire[start : start + batch_size]), self.rule)
-            parts.append((out.log_probs.float().exp().numpy(), out.exit_index.numpy(), out.flops.numpy()))
+            parts.append(
+                (out.log_probs.float().exp().cpu().numpy(), out.exit_index.cpu().numpy(), out.flops.cpu().numpy())
+            )
         probs = np.concatenate([p[0] for p in parts])
         return {
             "labels": probs.argmax(axis=1),

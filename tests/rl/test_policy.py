@@ -257,3 +257,14 @@ def test_device_follows_the_weights_through_copies_and_conversions(ppo, env_obs)
     assert twin._device_probe.dtype == torch.float64
     expert_actions = ppo.predict(env_obs, deterministic=True)[0]
     np.testing.assert_array_equal(policy.act(env_obs, MaxProbExit(2.0)).actions, expert_actions)
+
+
+def test_heads_are_built_on_the_experts_device() -> None:
+    """An expert already on an accelerator (the meta device stands in for CUDA, which CI lacks) is probed on its own
+    device and gets its heads and ensembles there; a seed leaves the caller's CPU generator as it was."""
+    policy = make_ppo().policy.to("meta")
+    state = torch.random.get_rng_state()
+    early = EarlyExitPolicy.from_expert(policy, exit_method("ztw"), seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert {p.device.type for p in early.model.parameters()} == {"meta"}
+    assert len(early.model.heads) == 2 and len(early.model.ensembles) == 2
