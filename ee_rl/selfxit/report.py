@@ -102,6 +102,11 @@ def _ms_pair(backbone: float | None, early_exit: float | None) -> str:
     return "–" if backbone is None or early_exit is None else f"{backbone:.2f} → {early_exit:.2f}"
 
 
+def _exit_numbers(subset: list[int]) -> str:
+    """Exits as the tables number them (1-based; the JSON keeps 0-based indices), or ``none`` (the backbone alone)."""
+    return "[" + ", ".join(str(m + 1) for m in subset) + "]" if subset else "none (the backbone alone)"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A Markdown page for a report made by :func:`ee_rl.selfxit.vision` / :mod:`ee_rl.selfxit.rl` drivers."""
     lines = [f"# SelfXit: {report['name']}", ""]
@@ -113,7 +118,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"| backbone accuracy (test split) | {_pct(report['backbone_accuracy'])} |",
             f"| early-exit accuracy (test split) | {_pct(report['accuracy'])} |",
-            f"| **accuracy drop (test split)** | **{_pct(report['accuracy_drop'])}** (T = {_pct(t)}) |",
+            f"| **accuracy drop (test split)** | **{_pct(report['accuracy_drop'])}** "
+            f"(T = {_pct(t)} is the target of the validation estimate below, not a bound on test) |",
         ]
     if "return" in report:
         lines += [
@@ -135,7 +141,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     val = report["validation"]
     lines += [
         f"| estimated drop on validation (eq. 3 bound) | {_pct(val['estimated_accuracy_drop'])} |",
-        f"| chosen subset (exit indices / stages) | {report['subset']} / {report['subset_stages']} |",
+        f"| chosen subset (exits / stages) | {_exit_numbers(report['subset'])} / {report['subset_stages']} |",
         f"| K(S) on validation | {report['subset_score']:,} FLOPs "
         f"({report['subset_flops_saved_per_sample']:,.0f} per sample of {report['backbone_flops']:,}) |",
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ee_rl.selfxit.report import write_report
+from ee_rl.selfxit.report import render_markdown, write_report
 from ee_rl.selfxit.settings import SelfXitSettings
 from ee_rl.selfxit.vision import run_vision_selfxit, split_tensors, vision_report
 from ee_rl.vision.backbones import build_backbone
@@ -74,6 +75,17 @@ def test_report_has_the_required_fields(digits, tmp_path: Path) -> None:
     assert len(saved["temperatures"]) == len(saved["thresholds"]) == len(net.placement.attach_after)
     text = md_path.read_text()
     assert "accuracy drop (test split)" in text and "python scripts/selfxit.py --dataset digits" in text
+    # The subset line and the exits table number the exits alike (1-based): the rows marked "yes" are the subset.
+    for subset in ([], [0, 2]):
+        chosen = copy.deepcopy(saved)
+        chosen["subset"] = subset
+        for m, row in enumerate(chosen["exits"]):
+            row["selected"] = m in subset
+        lines = render_markdown(chosen).splitlines()
+        listed = next(line for line in lines if line.startswith("| chosen subset")).split("|")[2].split("/")[0].strip()
+        table = lines[lines.index("## Exits (validation split; each exit alone)") + 4:][: len(chosen["exits"])]
+        yes = [row.split("|")[1].strip() for row in table if row.endswith("| yes |")]
+        assert listed == ("[" + ", ".join(yes) + "]" if yes else "none (the backbone alone)")
 
 
 def _script():
