@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +40,8 @@ from ee_rl.serve.settings import ServeSettings
 
 NPY_CONTENT_TYPES = ("application/x-npy", "application/octet-stream")
 JSON_CONTENT_TYPE = "application/json"
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -200,9 +203,13 @@ class _StreamConnection:
             if batch_id in self.inflight:
                 raise PayloadError(f"batch_id {batch_id!r} is still in flight on this connection; use a new one")
         except PayloadError as exc:
-            self.metrics.rejected += 1
-            self._send({"type": "error", "batch_id": batch_id, "error": str(exc)})
-            self.slots.release()
+            if exc.batch_id is not None:
+                batch_id = exc.batch_id  # the client named the batch before its mistake: answer under that name
+            self._reject(batch_id, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a decoder bug must not drop the connection and its other batches
+            log.exception("unexpected error decoding a /stream message")
+            self._reject(batch_id, f"the server could not decode this batch ({type(exc).__name__})")
             return
         self.metrics.ws_batches += 1
         ids, label = batch.ids, self.served.label_name
@@ -222,6 +229,11 @@ class _StreamConnection:
         job = Job(self.served.model_input(batch.inputs), on_answers, on_done, received_at)
         self.inflight[batch_id] = job
         self.batcher.submit(job)
+
+    def _reject(self, batch_id: Any, error: str) -> None:
+        self.metrics.rejected += 1
+        self._send({"type": "error", "batch_id": batch_id, "error": error})
+        self.slots.release()
 
     def _decode(self, message: dict[str, Any]) -> DecodedBatch:
         limit, spec, max_items = self.settings.max_body_bytes, self.served.input_spec, self.settings.max_items

@@ -8,12 +8,14 @@ early items are answered while its other items are still running through the bac
 ``max_batch`` is split into parts that run in successive batches.
 
 A job whose client went away is cancelled: parts not yet started are skipped, answers already computed are dropped.
-An exception inside the model fails only the jobs of that batch; the thread goes on with the next one.
+An exception inside the model — or anywhere else while a batch is assembled and run — fails only the jobs of that
+batch; the thread goes on with the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import threading
 import time
@@ -86,8 +88,8 @@ class DynamicBatcher:
     ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
-        if not max_wait_ms >= 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        if not (max_wait_ms >= 0 and math.isfinite(max_wait_ms)):
+            raise ValueError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms!r}")
         self.served = served
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1e3
@@ -153,16 +155,26 @@ class DynamicBatcher:
             carry = None
             if first is _STOP:
                 return
-            parts, carry, stop = self._gather(first)
-            parts = [p for p in parts if not p.job.cancelled]
-            if parts:
-                self._run(parts)
+            parts = [first]
+            try:
+                carry, stop = self._gather(parts)
+                live = [p for p in parts if not p.job.cancelled]
+                if live:
+                    self._run(live)
+            except Exception as exc:  # noqa: BLE001 - a dead thread would leave every later request hanging
+                self._post(self._fail, parts, f"batching failed: {type(exc).__name__}: {exc}")
+                carry, stop = None, False
             if stop:
                 return
 
-    def _gather(self, first: _Part) -> tuple[list[_Part], _Part | None, bool]:
-        """Add queued parts to ``first`` until the batch is full or the oldest has waited ``max_wait``."""
-        parts, size = [first], first.size
+    def _gather(self, parts: list[_Part]) -> tuple[_Part | None, bool]:
+        """Add queued parts to ``parts`` (holding the first) until the batch is full or the oldest has waited
+        ``max_wait``; return the part that opens the next batch (or None) and whether to stop.
+
+        ``parts`` is filled in place so that, should anything raise, the caller still knows which jobs it took.
+        """
+        first = parts[0]
+        size = first.size
         deadline = first.job.received_at + self.max_wait_s
         while size < self.max_batch:
             timeout = deadline - time.monotonic()
@@ -171,14 +183,14 @@ class DynamicBatcher:
             except queue.Empty:
                 break
             if nxt is _STOP:
-                return parts, None, True
+                return None, True
             if nxt.job.cancelled:
                 continue
             if size + nxt.size > self.max_batch:
-                return parts, nxt, False  # it opens the next batch
+                return nxt, False  # it opens the next batch
             parts.append(nxt)
             size += nxt.size
-        return parts, None, False
+        return None, False
 
     def _run(self, parts: list[_Part]) -> None:
         served = self.served

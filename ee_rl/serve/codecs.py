@@ -16,6 +16,7 @@ to the client that made the mistake and to no one else.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -37,11 +38,14 @@ class PayloadError(ValueError):
 
     Attributes:
         status: the HTTP status code that fits (400 malformed/invalid, 413 too large, 415 wrong content type).
+        batch_id: the client's batch id when the batch named a valid one before the problem was found, else None
+            (so a WebSocket error reply names the batch the client knows).
     """
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, batch_id: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.batch_id = batch_id
 
 
 @dataclass(frozen=True)
@@ -106,17 +110,22 @@ class DecodedBatch:
     batch_id: Any = None
 
 
-def check_batch(array: np.ndarray, spec: InputSpec, max_items: int) -> np.ndarray:
-    """Validate a batch array against ``spec`` (dtype, shape, item count, value range); return it contiguous."""
-    if array.dtype != np.dtype(spec.dtype):
-        raise PayloadError(f"inputs must have dtype {spec.dtype}, got {array.dtype}; expected {spec.describe()}")
-    if array.ndim != 1 + len(spec.shape) or tuple(array.shape[1:]) != spec.shape:
-        raise PayloadError(f"inputs must have shape {spec.describe()}, got {tuple(array.shape)}")
-    n = array.shape[0]
+def check_layout(dtype: np.dtype, shape: tuple[int, ...], spec: InputSpec, max_items: int) -> None:
+    """Validate a batch's dtype, shape and item count against ``spec`` (no data needed: .npy headers use it)."""
+    if dtype != np.dtype(spec.dtype):
+        raise PayloadError(f"inputs must have dtype {spec.dtype}, got {dtype}; expected {spec.describe()}")
+    if len(shape) != 1 + len(spec.shape) or tuple(shape[1:]) != spec.shape:
+        raise PayloadError(f"inputs must have shape {spec.describe()}, got {tuple(shape)}")
+    n = shape[0]
     if n < 1:
         raise PayloadError("the batch is empty: send at least one item")
     if n > max_items:
         raise PayloadError(f"the batch has {n} items, at most {max_items} are accepted per request", status=413)
+
+
+def check_batch(array: np.ndarray, spec: InputSpec, max_items: int) -> np.ndarray:
+    """Validate a batch array against ``spec`` (dtype, shape, item count, value range); return it contiguous."""
+    check_layout(array.dtype, tuple(array.shape), spec, max_items)
     if spec.dtype != "uint8":
         if not np.isfinite(array).all():
             raise PayloadError("inputs must be finite numbers (no NaN or infinity)")
@@ -129,18 +138,35 @@ def check_batch(array: np.ndarray, spec: InputSpec, max_items: int) -> np.ndarra
 
 
 def decode_npy(data: bytes, spec: InputSpec, max_items: int) -> DecodedBatch:
-    """Decode and validate the bytes of a ``.npy`` file; items are named ``0..N-1``."""
+    """Decode and validate the bytes of a ``.npy`` file; items are named ``0..N-1``.
+
+    The header is checked (dtype, shape, item count, data length) before any array is made, so a header that
+    claims a huge shape costs nothing.
+    """
+    stream = io.BytesIO(data)
     try:
-        array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]} (1.0 and 2.0 are)")
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
         raise PayloadError(f"the body is not a valid .npy array (numpy.save format): {_first_line(exc)}") from None
-    if array.dtype.hasobject:
+    if dtype.hasobject:
         raise PayloadError(f"object arrays are not accepted; expected {spec.describe()}")
-    if array.dtype.byteorder == ">" and array.dtype.newbyteorder("=") == np.dtype(spec.dtype):
-        array = array.astype(spec.dtype)  # same numbers, other byte order
-    array = check_batch(array, spec, max_items)
-    if not array.flags.writeable:
-        array = array.copy()
+    native = dtype.newbyteorder("=") if dtype.byteorder == ">" else dtype  # same numbers, other byte order
+    check_layout(native, tuple(shape), spec, max_items)
+    declared, offset = math.prod(shape) * dtype.itemsize, stream.tell()
+    if declared != len(data) - offset:
+        raise PayloadError(
+            f"the body is not a valid .npy array (numpy.save format): its header declares {declared} bytes of "
+            f"data, the body holds {len(data) - offset}"
+        )
+    raw = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape, order="F" if fortran_order else "C")
+    # One copy: native byte order, C order, writable (frombuffer's view of the bytes is read-only).
+    array = check_batch(np.array(raw, dtype=spec.dtype, order="C"), spec, max_items)
     return DecodedBatch(array, list(range(array.shape[0])))
 
 
@@ -148,25 +174,29 @@ def decode_json(data: bytes | str, spec: InputSpec, max_items: int, fields: Sequ
     """Decode and validate a JSON batch ``{"inputs": ..., "ids": ...?, "batch_id": ...?}`` (only ``fields``)."""
     try:
         obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also too deep nesting and integers over Python's digit limit
         raise PayloadError(f"malformed JSON: {_first_line(exc)}") from None
     if not isinstance(obj, dict):
         raise PayloadError(f"the JSON body must be an object with fields {', '.join(fields)}, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(fields))
-    if unknown:
-        raise PayloadError(f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(fields)}")
-    if "inputs" not in obj:
-        raise PayloadError(f"missing field 'inputs' (a nested list shaped {spec.describe()})")
-    batch_id = obj.get("batch_id")
+    batch_id = obj.get("batch_id") if "batch_id" in fields else None
     if batch_id is not None and (isinstance(batch_id, bool) or not isinstance(batch_id, (str, int))):
         raise PayloadError(f"batch_id must be a string or an integer, got {json.dumps(batch_id)[:40]}")
-    array = _json_array(obj["inputs"], spec)
-    array = check_batch(array, spec, max_items)
-    ids = obj.get("ids")
-    if ids is None:
-        ids = list(range(array.shape[0]))
-    else:
-        ids = _check_ids(ids, array.shape[0])
+    try:
+        unknown = sorted(set(obj) - set(fields))
+        if unknown:
+            raise PayloadError(f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(fields)}")
+        if "inputs" not in obj:
+            raise PayloadError(f"missing field 'inputs' (a nested list shaped {spec.describe()})")
+        array = _json_array(obj["inputs"], spec)
+        array = check_batch(array, spec, max_items)
+        ids = obj.get("ids")
+        if ids is None:
+            ids = list(range(array.shape[0]))
+        else:
+            ids = _check_ids(ids, array.shape[0])
+    except PayloadError as exc:
+        exc.batch_id = batch_id
+        raise
     return DecodedBatch(array, ids, batch_id)
 
 
@@ -174,14 +204,22 @@ def _json_array(inputs: Any, spec: InputSpec) -> np.ndarray:
     if not isinstance(inputs, list):
         raise PayloadError(f"'inputs' must be a nested list shaped {spec.describe()}, got {type(inputs).__name__}")
     try:
-        # float64 first: checks the structure is rectangular and every leaf a number, without silent wrap-around.
+        # float64 first: checks the structure is rectangular, without silent wrap-around. Huge integers overflow.
         values = np.asarray(inputs, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise PayloadError(
             f"'inputs' must be a rectangular nested list of numbers shaped {spec.describe()}"
         ) from None
     if values.ndim != 1 + len(spec.shape) or tuple(values.shape[1:]) != spec.shape:
         raise PayloadError(f"'inputs' must have shape {spec.describe()}, got {tuple(values.shape)}")
+    # numpy turns "0.5" and true into numbers; the leaves are known rectangular now, so flatten them (in C) and check.
+    leaves: Any = inputs
+    for _ in range(values.ndim - 1):
+        leaves = itertools.chain.from_iterable(leaves)
+    kinds = set(map(type, leaves))
+    if not kinds <= {int, float}:
+        got = ", ".join(sorted({str: "string", bool: "boolean"}.get(k, "null") for k in kinds - {int, float}))
+        raise PayloadError(f"'inputs' must hold numbers, not strings or booleans; got {got}")
     if not np.isfinite(values).all():
         raise PayloadError("'inputs' must be finite numbers (no NaN or infinity)")
     if spec.dtype == "uint8":

@@ -93,17 +93,27 @@ def random_nature_cnn(seed: int = 0, rule: ExitRule | None = None) -> ServedMode
     )
 
 
-def read_inputs(path: str | Path, spec: InputSpec) -> np.ndarray:
-    """A ``.npy`` file of wire-format items ``(N, *spec.shape)``; anything else is a :class:`UserError`."""
+def read_inputs(path: str | Path, spec: InputSpec, what: str = "inputs file") -> np.ndarray:
+    """A ``.npy`` file of wire-format items ``(N, *spec.shape)``; anything else is a :class:`UserError`.
+
+    ``what`` names the file in error messages (e.g. ``"calibration file"``).
+    """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"inputs file not found: {path}")
+        raise UserError(f"{what} not found: {path}")
     try:
         array = np.load(path, allow_pickle=False)
-        return check_batch(array, spec, max_items=len(array))
-    except (ValueError, OSError) as exc:  # PayloadError is a ValueError
-        reason = str(exc) if isinstance(exc, PayloadError) else f"not a .npy array ({type(exc).__name__})"
-        raise UserError(f"inputs file {path}: {reason}") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{what} {path}: not a .npy array ({type(exc).__name__})") from None
+    if not isinstance(array, np.ndarray) or array.ndim < 1:
+        if hasattr(array, "close"):
+            array.close()  # an NpzFile holds the file open
+        got = "an .npz archive" if not isinstance(array, np.ndarray) else "a 0-d array"
+        raise UserError(f"{what} {path}: got {got}; expected one array (numpy.save .npy) shaped {spec.describe()}")
+    try:
+        return check_batch(array, spec, max_items=array.shape[0])
+    except PayloadError as exc:
+        raise UserError(f"{what} {path}: {exc}") from None
 
 
 def atari_observations(game: str, n: int, seed: int = 0, n_envs: int = 8) -> np.ndarray:
@@ -180,7 +190,9 @@ def served_model_from_args(args: argparse.Namespace, default_threshold: float) -
 
         rule = agent_rule("pbee", args.threshold if args.threshold is not None else 1.0)
     elif args.tolerance is not None:
-        calibration = read_inputs(args.calibration, served.input_spec) if args.calibration is not None else None
+        calibration = None
+        if args.calibration is not None:
+            calibration = read_inputs(args.calibration, served.input_spec, what="calibration file")
         rule = make_rule(
             served.model,
             tolerance=args.tolerance,

@@ -10,6 +10,9 @@ from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml,
 from ee_rl.errors import UserError
 
 DEFAULT_CONFIG = CONFIG_DIR / "serve.yaml"
+#: Longest accepted ``max_wait_ms``: a minute is already far past any useful batching wait, and a bound keeps the
+#: batcher's queue timeout finite (``inf`` or ``1e13`` ms made ``queue.get`` raise in the batcher thread).
+MAX_WAIT_MS_LIMIT = 60_000.0
 
 
 @dataclasses.dataclass
@@ -19,7 +22,7 @@ class ServeSettings:
     Attributes:
         host, port: where to listen (loopback by default).
         max_batch: most items per model call (dynamic batches across clients).
-        max_wait_ms: longest a batch waits for more clients after its oldest item arrived.
+        max_wait_ms: longest a batch waits for more clients after its oldest item arrived (0..60000).
         max_items: most items in one client batch (HTTP request or WebSocket message).
         max_body_bytes: largest request body / WebSocket message accepted, in bytes.
         max_inflight_batches: batches one WebSocket connection may have in flight (more are read once one ends).
@@ -42,8 +45,9 @@ class ServeSettings:
         require_positive_ints(self, ("max_batch", "max_items", "max_body_bytes", "max_inflight_batches"))
         if not 0 <= self.port <= 65535:
             raise UserError(f"port must be in 0..65535, got {self.port}")
-        if not self.max_wait_ms >= 0:
-            raise UserError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        wait = self.max_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT_MS_LIMIT:
+            raise UserError(f"max_wait_ms must be a number of milliseconds in 0..{MAX_WAIT_MS_LIMIT:.0f}, got {wait!r}")
         if self.threads < 0:
             raise UserError(f"threads must be >= 0 (0 = torch default), got {self.threads}")
         if not self.threshold >= 0:

@@ -7,6 +7,7 @@ already have reached the client while the other items cannot have been computed 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import threading
 import time
@@ -19,6 +20,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+import ee_rl.serve.app as app_module
 from ee_rl.serve import ServedModel, ServerThread, ServeSettings, create_app, encode_npy
 from tests.serve.conftest import N_ITEMS, make_tiny_served, tiny_inputs
 
@@ -144,6 +146,25 @@ def test_predict_rejects_bad_requests_clearly_and_keeps_serving(http: httpx.Clie
     r = http.post("/predict", content=encode_npy(x[:2]), headers=npy)
     assert r.status_code == 200
     _check_answer(r.json()["answers"][1], expected, 1)
+
+
+#: JSON bodies that once escaped the codec as RecursionError / ValueError / OverflowError (HTTP 500, dropped socket).
+PARSER_BREAKERS = [
+    "[" * 100_000,
+    '{"inputs": [' + "9" * 5000 + "]}",
+    '{"inputs": [' + "9" * 400 + "]}",
+]
+
+
+def test_predict_answers_json_that_breaks_the_parser_with_a_400(http: httpx.Client) -> None:
+    for body in PARSER_BREAKERS:
+        r = http.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+    # A header claiming 10**9 items with 16 bytes of data: refused before anything is allocated (was a MemoryError).
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 3, 16, 16)})
+    r = http.post("/predict", content=header.getvalue() + b"\0" * 16, headers={"content-type": "application/x-npy"})
+    assert r.status_code == 413 and "at most 32" in r.json()["error"]
 
 
 # --- WebSocket ---------------------------------------------------------------------------------------------------
@@ -304,3 +325,46 @@ def test_concurrent_clients_are_batched_together_and_each_gets_its_own_answers(s
     assert after["items"] - before["items"] == clients * per_client
     assert sum(after["exit_histogram"]) == after["items"]
     assert after["latency_ms"]["p50"] is not None
+
+
+def test_json_that_breaks_the_parser_gets_an_error_and_the_inflight_batch_still_ends(server, gate: Gate) -> None:
+    x = tiny_inputs()
+    with connect(server.ws_url) as ws:
+        gate.arm()  # hold batch "x" in flight while the bad messages arrive
+        ws.send(json.dumps({"inputs": x.tolist(), "batch_id": "x"}))
+        assert json.loads(ws.recv(timeout=TIMEOUT))["batch_id"] == "x"
+        for body in PARSER_BREAKERS:
+            ws.send(body)
+        errors = []
+        while len(errors) < len(PARSER_BREAKERS):
+            message = json.loads(ws.recv(timeout=TIMEOUT))
+            if message["type"] == "error":
+                errors.append(message["batch_id"])
+        assert errors == [1, 2, 3]
+        gate.release()
+        assert _receive_batch(ws, "x")[-1]["type"] == "end"
+
+
+def test_an_error_reply_names_the_clients_batch_id(server: ServerThread) -> None:
+    x = tiny_inputs()
+    with connect(server.ws_url) as ws:
+        ws.send(json.dumps({"batch_id": "mine", "inputs": x[:1, :2].tolist()}))
+        message = json.loads(ws.recv(timeout=TIMEOUT))
+        assert message["type"] == "error" and message["batch_id"] == "mine" and "shape" in message["error"]
+
+
+def test_an_unexpected_decode_failure_answers_that_batch_and_keeps_the_connection(server, monkeypatch) -> None:
+    real_decode_json = app_module.decode_json
+
+    def flaky(text, *args):
+        if "boom" in text:
+            raise RuntimeError("a bug in the codec")
+        return real_decode_json(text, *args)
+
+    monkeypatch.setattr(app_module, "decode_json", flaky)
+    with connect(server.ws_url) as ws:
+        ws.send('"boom"')
+        message = json.loads(ws.recv(timeout=TIMEOUT))
+        assert message["type"] == "error" and message["batch_id"] == 0 and "RuntimeError" in message["error"]
+        ws.send(encode_npy(tiny_inputs(2)))
+        assert _receive_batch(ws, 1)[-1]["type"] == "end"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
@@ -112,10 +113,26 @@ def test_a_failing_batch_fails_its_jobs_only_and_the_batcher_goes_on(tiny_served
     assert metrics.failed == 1
 
 
+def test_an_unexpected_error_while_batching_fails_that_batch_only(tiny_served, tiny_expected) -> None:
+    x = torch.from_numpy(tiny_inputs())
+
+    async def go(batcher):
+        batcher.max_wait_s = math.inf  # what an unchecked max_wait_ms=inf did: queue.get(timeout=inf) raises
+        with pytest.raises(RuntimeError, match="OverflowError"):
+            await asyncio.wait_for(batcher.run(x[:2]), 10)
+        batcher.max_wait_s = 0.0
+        return await asyncio.wait_for(batcher.run(x), 10)  # the thread is still serving
+
+    blocks, metrics = _run(tiny_served, 64, 0, go)
+    _check(blocks, tiny_expected, slice(0, 16))
+    assert metrics.failed == 1
+
+
 def test_settings_are_checked() -> None:
     served = make_tiny_served()
     bad_settings = [
-        dict(max_batch=0, max_wait_ms=1), dict(max_batch=4, max_wait_ms=-1), dict(max_batch=2.5, max_wait_ms=1)
+        dict(max_batch=0, max_wait_ms=1), dict(max_batch=4, max_wait_ms=-1), dict(max_batch=2.5, max_wait_ms=1),
+        dict(max_batch=4, max_wait_ms=math.inf),
     ]
     for bad in bad_settings:
         with pytest.raises(ValueError):

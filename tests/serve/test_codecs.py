@@ -125,3 +125,63 @@ def test_input_spec_validation_and_description() -> None:
     for bad in [dict(shape=(), dtype="uint8"), dict(shape=(2, 0), dtype="uint8"), dict(shape=(2,), dtype="int64")]:
         with pytest.raises(ValueError):
             InputSpec(**bad)
+
+
+def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "words"),
+    [
+        (_npy_header((10**9, 2)) + b"\0" * 16, 413, "at most 8"),  # read_array would allocate 8 GB first
+        (_npy_header((4, 2)) + b"\0" * 16, 400, "declares 32 bytes of data"),
+        (_npy_header((4, 2)) + b"\0" * 48, 400, "declares 32 bytes of data"),
+        (_npy_header((4, 3)) + b"\0" * 48, 400, "shape float32 (N, 2)"),
+        (_npy_header((4, 2), "<f8") + b"\0" * 64, 400, "dtype float32"),
+        (_npy_header((4, 2), "|O") + b"\0" * 64, 400, "object arrays"),
+    ],
+)
+def test_npy_header_is_checked_before_the_data_is_read(payload: bytes, status: int, words: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        decode_npy(payload, F32, max_items=8)
+    assert info.value.status == status and words in str(info.value)
+
+
+def test_npy_version_2_header_is_read() -> None:
+    x = np.linspace(0, 1, 8, dtype=np.float32).reshape(4, 2)
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, x, version=(2, 0))
+    assert np.array_equal(decode_npy(buffer.getvalue(), F32, 8).inputs, x)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("[" * 100_000, "malformed JSON"),  # RecursionError inside json.loads
+        ('{"inputs": [[[' + "9" * 5000 + "]]]}", "malformed JSON"),  # int digit limit: a ValueError
+        ('{"inputs": [[[1, 2, ' + "9" * 400 + "], [4, 5, 6]]]}", "rectangular nested list of numbers"),  # overflow
+        ('{"inputs": [[[1, 2, 3], [4, 5, "6"]]]}', "numbers, not strings or booleans"),
+        ('{"inputs": [[[1, 2, 3], [4, 5, true]]]}', "numbers, not strings or booleans"),
+        ('{"inputs": [[["1", "2", "3"], ["4", "5", "6"]]]}', "numbers, not strings or booleans"),
+    ],
+)
+def test_json_the_parser_or_numpy_chokes_on_is_a_payload_error(body: str, words: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        decode_json(body, U8, 8, HTTP_JSON_FIELDS)
+    assert words in str(info.value) and info.value.status == 400
+
+
+def test_errors_after_a_valid_batch_id_carry_it() -> None:
+    bad_shape = {"batch_id": "mine", "inputs": [[1, 2, 3]]}
+    with pytest.raises(PayloadError, match="shape") as info:
+        decode_json(json.dumps(bad_shape), U8, 8, WS_JSON_FIELDS)
+    assert info.value.batch_id == "mine"
+    with pytest.raises(PayloadError, match="unknown field") as info:
+        decode_json(json.dumps({**bad_shape, "batch_id": 7, "colour": 1}), U8, 8, WS_JSON_FIELDS)
+    assert info.value.batch_id == 7
+    with pytest.raises(PayloadError, match="batch_id must be") as info:
+        decode_json(json.dumps({**bad_shape, "batch_id": [1]}), U8, 8, WS_JSON_FIELDS)
+    assert info.value.batch_id is None

@@ -83,6 +83,19 @@ def test_read_inputs_checks_the_file(tmp_path: Path) -> None:
             read_inputs(tmp_path / name, spec)
 
 
+def test_read_inputs_refuses_an_npz_archive_or_a_0d_array_in_one_line(tmp_path: Path) -> None:
+    spec = InputSpec((2, 2), "uint8")
+    np.savez(tmp_path / "archive.npz", x=np.zeros((3, 2, 2), np.uint8))
+    np.save(tmp_path / "scalar.npy", np.uint8(7))
+    for name, words in [("archive.npz", "an .npz archive"), ("scalar.npy", "a 0-d array")]:
+        with pytest.raises(UserError, match=words) as info:
+            read_inputs(tmp_path / name, spec)
+        message = str(info.value)
+        assert name in message and "uint8 (N, 2, 2)" in message and "\n" not in message
+    with pytest.raises(UserError, match="calibration file .*archive.npz"):
+        read_inputs(tmp_path / "archive.npz", spec, what="calibration file")
+
+
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)

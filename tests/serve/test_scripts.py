@@ -29,6 +29,7 @@ def _run_script(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> 
         (["--random-nature-cnn", "--max-batch", "0"], "max_batch must be a positive integer"),
         (["--random-nature-cnn", "--tolerance", "0.1"], "--calibration"),
         (["--random-nature-cnn", "--port", "70000"], "port must be in 0..65535"),
+        (["--random-nature-cnn", "--max-wait-ms", "inf"], "max_wait_ms must be a number of milliseconds"),
     ],
 )
 def test_serve_reports_user_mistakes_in_one_line(argv, words, monkeypatch, capsys) -> None:
