@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -55,6 +56,13 @@ class StagedBackbone(nn.Module):
         self.train(False)
 
     @property
+    def device(self) -> torch.device:
+        """Where the backbone's weights live: its first parameter's or buffer's device (the CPU if it has neither)."""
+        for tensor in itertools.chain(self.parameters(), self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
     def num_stages(self) -> int:
         """Number of stages (ICs may be attached after stage indices ``0 .. num_stages - 1``)."""
         return len(self.stages)
@@ -74,10 +82,11 @@ class StagedBackbone(nn.Module):
     def stage_output_shapes(self, sample: torch.Tensor) -> list[torch.Size]:
         """Per-sample output shape of every stage (batch dimension dropped), from one forward pass on ``sample``.
 
-        ``sample`` is a raw input batch (at least one row); use it to size internal classifiers.
+        ``sample`` is a raw input batch (at least one row) on any device: it is moved to the backbone's. Use it to
+        size internal classifiers.
         """
         shapes = []
-        h = self.preprocess(sample)
+        h = self.preprocess(sample.to(self.device))
         for stage in self.stages:
             h = stage(h)
             shapes.append(h.shape[1:])

@@ -317,8 +317,7 @@ class EarlyExitPolicy(nn.Module):
         backbone = nature_cnn_stages(policy)
         obs_shape = tuple(policy.observation_space.shape)
         num_actions = int(policy.action_space.n)
-        device = next(policy.parameters()).device  # heads are sized on, and moved to, the expert's device
-        sample = torch.zeros((1, *obs_shape), dtype=torch.uint8, device=device)
+        sample = torch.zeros((1, *obs_shape), dtype=torch.uint8)  # stage_output_shapes moves it to the expert
         shapes = backbone.stage_output_shapes(sample)
         channels = [int(shapes[s][0]) for s in NATURE_CNN_ATTACH_AFTER]
         def build_heads() -> nn.ModuleList:
@@ -342,7 +341,7 @@ class EarlyExitPolicy(nn.Module):
         ensembles = (
             make_ensembles(len(channels), num_actions, method.ensemble) if method.ensemble is not None else None
         )
-        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER)).to(device)
+        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER)).to(backbone.device)
         return cls(
             model, method, game=game, expert_sha256=expert_sha256, ic_stride=ic_stride, pool_size=pool_size,
             obs_shape=obs_shape,

@@ -4,7 +4,6 @@ is the SDN heads read with the patience rule."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -177,14 +176,6 @@ def build_model(
     The heads are sized by one pass of ``sample`` through the backbone, on the backbone's device, and the model is
     returned on that device (a backbone already on the GPU gets GPU heads; ``sample`` may live anywhere).
     """
-    device = _device_of(backbone)
-    heads = build_heads(variant, backbone, placement, num_classes, sample[:1].to(device), downsample=downsample)
+    heads = build_heads(variant, backbone, placement, num_classes, sample, downsample=downsample)
     ensembles = make_ensembles(len(heads), num_classes, kind=variant.ensemble) if variant.ensemble else None
-    return EarlyExitModel(backbone, heads, ensembles, list(placement.attach_after)).to(device)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    """The device of ``module``'s first parameter or buffer (the CPU for a module with neither)."""
-    for tensor in itertools.chain(module.parameters(), module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    return EarlyExitModel(backbone, heads, ensembles, list(placement.attach_after)).to(backbone.device)

@@ -29,6 +29,16 @@ def test_backbone_forward_is_stages_then_head() -> None:
     assert bb.stage_output_shapes(x) == [(8, 16, 16), (12, 8, 8), (16, 8, 8), (16,)]
 
 
+def test_backbone_reports_its_device_and_probes_shapes_there() -> None:
+    """A backbone moved to an accelerator (the meta device stands in for CUDA) sizes ICs from a CPU sample."""
+    bb = make_tiny_backbone()
+    assert bb.device == torch.device("cpu")
+    bb.to("meta")
+    assert bb.device.type == "meta"
+    assert bb.stage_output_shapes(random_images(1)) == [(8, 16, 16), (12, 8, 8), (16, 8, 8), (16,)]
+    assert StagedBackbone([nn.Flatten()], nn.Identity()).device == torch.device("cpu")  # no weights at all
+
+
 def test_training_heads_leaves_backbone_weights_and_bn_statistics_unchanged() -> None:
     model = make_tiny_model()
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
