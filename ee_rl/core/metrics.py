@@ -138,9 +138,14 @@ def select_cheapest_within_drop(
     """The cheapest point whose score is at least ``reference_score - max_drop`` (None if none is).
 
     Ties in cost go to the higher score, then the higher threshold. Use it with the backbone's own score as the
-    reference: "the cheapest setting within ``max_drop`` of the full network".
+    reference: "the cheapest setting within ``max_drop`` of the full network". The bound is inclusive even after
+    float rounding (a score exactly ``max_drop`` below the reference qualifies).
     """
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not max_drop >= 0:
         raise ValueError(f"max_drop must be a non-negative number, got {max_drop!r}")
-    good = [p for p in points if p.score >= reference_score - max_drop]
+    # Scores are often means of integer returns (k / n games), and ``reference - max_drop`` is rounded: in floats
+    # 16.6 - 1 > 15.6, which would exclude a setting exactly 1 point below. A relative slack of 1e-9, far below
+    # any real score difference, keeps the boundary inclusive.
+    slack = 1e-9 * max(1.0, abs(reference_score), abs(max_drop))
+    good = [p for p in points if p.score >= reference_score - max_drop - slack]
     return min(good, key=lambda p: (p.cost, -p.score, -p.threshold)) if good else None

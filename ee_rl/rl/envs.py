@@ -98,7 +98,10 @@ class StickyActions:
         if self.p > 0.0:
             repeat = self.rng.random(actions.shape[0]) < self.p
             actions = np.where(repeat, self.previous, actions)
-        self.previous = actions
+        # A private copy: with p = 0 ``actions`` may be the caller's own array (asarray does not copy int64), and
+        # reset() zeroes ``previous`` in place, which would rewrite the caller's actions of finished games (e.g.
+        # the actions SB3's PPO stores in its rollout buffer right after env.step).
+        self.previous = actions.copy()
         return actions
 
     def reset(self, mask: np.ndarray | None = None) -> None:

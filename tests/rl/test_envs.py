@@ -54,6 +54,22 @@ def test_sticky_probability_zero_never_repeats_and_bad_p_rejected():
         StickyActions(4, 1.0)
 
 
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_sticky_reset_at_game_start_never_rewrites_the_callers_actions(p):
+    # SB3's PPO steps the env with its int64 action array and stores that same array in the rollout buffer
+    # afterwards: a game ending in that step must not turn the stored action into NOOP.
+    sticky = StickyActions(2, p, seed=0)
+    requested = np.array([3, 4], dtype=np.int64)
+    executed = sticky(requested)
+    sticky.reset(np.array([True, False]))  # env 0's game ended: its next previous action is NOOP
+    np.testing.assert_array_equal(requested, [3, 4])
+    assert sticky.previous[0] == 0 and sticky.previous[1] == executed[1]
+    always = StickyActions(1, 0.999999, seed=0)
+    always(np.array([5]))
+    always.reset()
+    assert always(np.array([2]))[0] == 0  # a new game repeats NOOP, never the last game's action
+
+
 def test_env_applies_sticky_actions_once():
     env = make_atari_env("Pong", 8, seed=3, sticky_prob=0.25)
     env.reset()

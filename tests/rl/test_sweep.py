@@ -189,6 +189,21 @@ def test_budget_selection_on_a_hand_made_table(tmp_path):
     assert sweep.select_by_budget(sweep.read_csv(path), 0.5)["ztw"].threshold == 0.6
 
 
+def test_max_drop_keeps_a_setting_exactly_that_many_points_below_the_expert():
+    # Means of 10 integer game scores: 15.6 is exactly 1 point below 16.6, but in floats 16.6 - 1 > 15.6.
+    expert, one_below = 166 / 10, 156 / 10
+    assert not one_below >= expert - 1.0  # the rounding the selection must not trip on
+
+    def row(threshold, cost, ret):
+        return SweepRow("ztw", threshold, sweep.rule_label("ztw", threshold), 10, ret, 1.0, ret - 1, ret + 1,
+                        cost, 0.9, 100.0, 1000, (0.5, 0.25, 0.25))
+
+    rows = [row(0.1, 0.376, one_below), row(0.5, 0.70, expert - 0.5), row(FULL, 1.0, expert)]
+    assert sweep.select_by_max_drop(rows, 1.0)["ztw"].threshold == 0.1
+    assert sweep.select_by_max_drop(rows, 0.9)["ztw"].threshold == 0.5  # 1 point is more than 0.9
+    assert sweep.select_by_max_drop(rows, 0.0)["ztw"].threshold == FULL
+
+
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
