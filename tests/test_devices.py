@@ -37,7 +37,9 @@ def test_cuda_without_a_gpu_is_a_user_error_not_a_silent_cpu_fallback() -> None:
         resolve_device("cuda:0")
 
 
-@pytest.mark.parametrize("script", ["train_policy.py", "train_exits.py", "publish_expert.py", "train_vision.py"])
+@pytest.mark.parametrize(
+    "script", ["train_policy.py", "train_exits.py", "publish_expert.py", "train_vision.py", "eval_vision.py"]
+)
 def test_clis_report_a_bad_device_in_one_line(script: str, tmp_path: Path) -> None:
     args = {
         "train_policy.py": ["--env", "Pong", "--out", str(tmp_path / "run")],
@@ -45,6 +47,7 @@ def test_clis_report_a_bad_device_in_one_line(script: str, tmp_path: Path) -> No
         "publish_expert.py": ["--env", "Pong", "--checkpoint", str(tmp_path / "c.zip"), "--out", str(tmp_path / "a"),
                               "--no-curve"],
         "train_vision.py": ["--dataset", "digits", "--arch", "resnet20_w8", "--out", str(tmp_path / "v")],
+        "eval_vision.py": ["--dataset", "digits", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "r")],
     }[script]
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), *args, "--device", "cudax"],

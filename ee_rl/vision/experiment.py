@@ -86,8 +86,9 @@ def evaluate_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     variants = needed_variants(spec.methods)
     for name in variants:
         variant_by_name(name)  # validate early
-    out = ensure_writable_dir(spec.out_dir)
+    # The device before the report directory, so a refused --device (e.g. cuda without a GPU) leaves nothing behind.
     device = resolve_device(spec.device)
+    out = ensure_writable_dir(spec.out_dir)
     results: list[SeedEvaluation] = []
     timings: dict[str, dict[str, float]] = {}
     started = time.perf_counter()

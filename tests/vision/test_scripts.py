@@ -80,6 +80,18 @@ def test_cifar10_train_resume_and_errors(tmp_path, monkeypatch, capsys):
         assert code == 2 and stderr.startswith("error: ") and stderr.count("\n") == 1, (bad, stderr)
 
 
+def test_eval_refuses_cuda_without_a_gpu_before_writing_the_report_dir(tmp_path, monkeypatch, capsys):
+    """``--device cuda`` on a CPU-only machine is one line and leaves no empty report directory (by default
+    ``results/vision/<dataset>/``) behind, as train_vision.py already does."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same refusal on a machine with a GPU
+    out = tmp_path / "report"
+    code, _, stderr = run_script("eval_vision", ["--dataset", "digits", "--runs", str(tmp_path / "runs"),
+                                                 "--out", str(out), "--device", "cuda", "--no-progress-bar"],
+                                 monkeypatch, capsys)
+    assert code == 2 and stderr.startswith("error: --device cuda: ") and stderr.count("\n") == 1, stderr
+    assert not out.exists()
+
+
 def test_digits_noisy_two_seeds_end_to_end_report(tmp_path, monkeypatch, capsys):
     report = tmp_path / "report"
     args = ["--dataset", "digits-noisy", "--arch", "small_cnn", "--seeds", "2", "--train",
