@@ -27,6 +27,7 @@ def timed_rounds(
     *,
     block: int = 1,
     clock: Callable[[], int] = time.perf_counter_ns,
+    sync: Callable[[], object] | None = None,
 ) -> dict[str, list[list[int]]]:
     """Time each function ``repeats`` times: per function, a list of rounds, each a list of ``clock`` deltas (ns).
 
@@ -36,6 +37,8 @@ def timed_rounds(
     taking the same path; ``timeit`` style) rather than right after a different network evicted them.
     ``clock=time.thread_time_ns`` measures the CPU time of the calling thread instead: with one torch thread, the
     latency on an idle core, unaffected by preemption on a loaded machine.
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs after each call inside the timed span, so work an accelerator
+    still has queued counts towards the call that queued it.
     """
     if repeats < 1 or warmup < 0 or block < 1:
         raise ValueError(
@@ -44,6 +47,8 @@ def timed_rounds(
     for fn in calls.values():
         for _ in range(warmup):
             fn()
+            if sync is not None:  # so no warm-up work is still queued when the timing starts
+                sync()
     rounds: dict[str, list[list[int]]] = {name: [] for name in calls}
     done = 0
     while done < repeats:
@@ -53,6 +58,8 @@ def timed_rounds(
             for _ in range(n):
                 t0 = clock()
                 fn()
+                if sync is not None:
+                    sync()
                 timed.append(clock() - t0)
             rounds[name].append(timed)
         done += n
@@ -160,7 +167,9 @@ def measure_exit_latency(
             got = model.infer(x, forced_exit_rule(num_ics, m)).exit_index
             if not bool((got == m).all()):
                 raise RuntimeError(f"forced exit {m} answered at exits {got.unique().tolist()}")
-        rounds = timed_rounds({**calls, **extra}, repeats, warmup, block=block)
+        # CUDA kernels run asynchronously: without a sync the prefix calls would time only the kernel launches.
+        sync = (lambda: torch.cuda.synchronize(x.device)) if x.device.type == "cuda" else None
+        rounds = timed_rounds({**calls, **extra}, repeats, warmup, block=block, sync=sync)
     us = {name: median_us(r) for name, r in rounds.items()}
     costs = model.exit_costs(x)
     return ExitLatency(

@@ -57,6 +57,17 @@ def test_timed_rounds_takes_turns_in_blocks() -> None:
         timed_rounds(calls, repeats=1, warmup=0, block=0)
 
 
+def test_timed_rounds_counts_the_sync_inside_each_timed_call() -> None:
+    # An accelerator's queued work must be charged to the call that queued it: the clock here counts events, so
+    # a timed span covering the call and its sync is 2 events long.
+    events: list[str] = []
+    calls = {"a": lambda: events.append("a")}
+    rounds = timed_rounds(calls, repeats=3, warmup=1, block=1, clock=lambda: len(events),
+                          sync=lambda: events.append("sync"))
+    assert events == ["a", "sync"] * 4
+    assert rounds["a"] == [[2], [2], [2]]
+
+
 def test_paired_ratio_cancels_a_machine_that_slows_down_between_rounds() -> None:
     # "full" always takes 3x "exit", but the whole machine runs 1x, 2x, then 5x slower from round to round
     full = [[300, 300], [600, 600], [1500, 1500]]
