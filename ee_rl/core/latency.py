@@ -89,9 +89,10 @@ def median_call_us(
     *,
     block: int = 1,
     clock: Callable[[], int] = time.perf_counter_ns,
+    sync: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """Median µs per call of each function, timed by :func:`timed_rounds` (same arguments)."""
-    rounds = timed_rounds(calls, repeats, warmup, block=block, clock=clock)
+    rounds = timed_rounds(calls, repeats, warmup, block=block, clock=clock, sync=sync)
     return {name: median_us(r) for name, r in rounds.items()}
 
 

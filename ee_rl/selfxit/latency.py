@@ -101,8 +101,14 @@ def cpu_clock() -> Callable[[], int] | None:
 def timed_ms(
     calls: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
 ) -> tuple[dict[str, float], dict[str, float] | None]:
-    """Median ms per call by the wall clock and (see :func:`cpu_clock`) by CPU time (None when not meaningful)."""
-    wall = median_call_us(calls, repeats, warmup)
+    """Median ms per call by the wall clock and (see :func:`cpu_clock`) by CPU time (None when not meaningful).
+
+    On CUDA every call (warm-up included) is followed by a device sync inside its timed span: kernels run
+    asynchronously, so otherwise a call would be timed by its kernel launches only (the plain backbone's ``infer``
+    never waits for the GPU, the early-exit path does at each exit).
+    """
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    wall = median_call_us(calls, repeats, warmup, sync=sync)
     clock = cpu_clock() if device.type == "cpu" else None
     cpu = median_call_us(calls, repeats, 0, clock=clock) if clock is not None else None
 
@@ -153,18 +159,6 @@ class LatencyTable:
     rows: tuple[BatchLatency, ...]
 
 
-def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
-    if device.type != "cuda":
-        return fn
-
-    def call() -> object:
-        out = fn()
-        torch.cuda.synchronize(device)
-        return out
-
-    return call
-
-
 def latency_vs_batch(
     model: EarlyExitModel,
     rule: ExitRule,
@@ -193,8 +187,8 @@ def latency_vs_batch(
             with torch.inference_mode():
                 return model.infer(x, rule)
 
-        calls = {"backbone": _synced(backbone, device), "early_exit": _synced(early_exit, device)}
-        wall, cpu = timed_ms(calls, repeats, warmup, device)
+        calls = {"backbone": backbone, "early_exit": early_exit}
+        wall, cpu = timed_ms(calls, repeats, warmup, device)  # syncs on CUDA; so does allocated_bytes
         bb_peak, bb_total = allocated_bytes(calls["backbone"], device)
         ee_peak, ee_total = allocated_bytes(calls["early_exit"], device)
         with torch.inference_mode():

@@ -68,3 +68,13 @@ def test_cpu_time_is_measured_with_one_thread_only() -> None:
         assert timed_ms({"a": lambda: None}, 1, 0, torch.device("cpu"))[1] is None
     finally:
         torch.set_num_threads(threads)
+
+
+def test_timed_ms_waits_for_cuda_work_after_every_call(monkeypatch) -> None:
+    # CUDA kernels run asynchronously: evaluate_held_out times the plain backbone through timed_ms, and without a
+    # sync after each call it would time only the kernel launches (no GPU needed: the sync is recorded, not run).
+    events: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("sync"))
+    wall, cpu = timed_ms({"a": lambda: events.append("call")}, 3, 1, torch.device("cuda"))
+    assert cpu is None and wall["a"] >= 0
+    assert events == ["call", "sync"] * 4  # the warm-up call, then each timed call, each followed by its sync
