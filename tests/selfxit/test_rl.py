@@ -75,6 +75,10 @@ def test_rl_experiment_writes_the_report_and_the_sweep_row(agent_dir, short_game
     append_to_sweep_csv(rows[0], csv_path)  # replaces, does not duplicate
     assert len(sweep.read_csv(csv_path)) == 1
     assert (tmp_path / "out" / "sweep_rows.csv").is_file()
+    # The headline cost is the games' decisions; the test states' cost is a separate, labelled row.
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"decisions in the games) | **{100 * saved['inference_time']:.2f} %** |" in md
+    assert f"| inference time on the test split's states | {100 * saved['test']['inference_time']:.2f} % |" in md
 
 
 def test_rl_experiment_needs_the_sdn_heads(tmp_path) -> None:
