@@ -20,6 +20,15 @@ def forced_exit_rule(num_ics: int, m: int) -> ExitRule:
     return PerExitThresholds([2.0] * m + [0.0] + [2.0] * (num_ics - m - 1))
 
 
+def device_sync(device: torch.device) -> Callable[[], None] | None:
+    """What :func:`timed_rounds` should call after each timed call on ``device``: a CUDA sync (kernels run
+    asynchronously, so without one a call is timed by its kernel launches only), or None where calls are
+    synchronous (the CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return None
+
+
 def timed_rounds(
     calls: Mapping[str, Callable[[], object]],
     repeats: int,
@@ -168,9 +177,7 @@ def measure_exit_latency(
             got = model.infer(x, forced_exit_rule(num_ics, m)).exit_index
             if not bool((got == m).all()):
                 raise RuntimeError(f"forced exit {m} answered at exits {got.unique().tolist()}")
-        # CUDA kernels run asynchronously: without a sync the prefix calls would time only the kernel launches.
-        sync = (lambda: torch.cuda.synchronize(x.device)) if x.device.type == "cuda" else None
-        rounds = timed_rounds({**calls, **extra}, repeats, warmup, block=block, sync=sync)
+        rounds = timed_rounds({**calls, **extra}, repeats, warmup, block=block, sync=device_sync(x.device))
     us = {name: median_us(r) for name, r in rounds.items()}
     costs = model.exit_costs(x)
     return ExitLatency(

@@ -341,7 +341,8 @@ class EarlyExitPolicy(nn.Module):
         ensembles = (
             make_ensembles(len(channels), num_actions, method.ensemble) if method.ensemble is not None else None
         )
-        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER)).to(backbone.device)
+        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER))
+        model = model.to(backbone.device)
         return cls(
             model, method, game=game, expert_sha256=expert_sha256, ic_stride=ic_stride, pool_size=pool_size,
             obs_shape=obs_shape,

@@ -25,7 +25,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from ee_rl.core.exits import ExitRule, MaxProbExit
-from ee_rl.core.latency import median_call_us
+from ee_rl.core.latency import device_sync, median_call_us
 from ee_rl.core.model import EarlyExitModel
 
 NO_EXIT = MaxProbExit(2.0)
@@ -107,8 +107,7 @@ def timed_ms(
     asynchronously, so otherwise a call would be timed by its kernel launches only (the plain backbone's ``infer``
     never waits for the GPU, the early-exit path does at each exit).
     """
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-    wall = median_call_us(calls, repeats, warmup, sync=sync)
+    wall = median_call_us(calls, repeats, warmup, sync=device_sync(device))
     clock = cpu_clock() if device.type == "cpu" else None
     cpu = median_call_us(calls, repeats, 0, clock=clock) if clock is not None else None
 

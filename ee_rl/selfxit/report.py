@@ -127,16 +127,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_num(report['expert_return_std'], '.2f')} |",
             f"| **SelfXit return** | **{_num(report['return'], '+.2f')}** ± {_num(report['return_std'], '.2f')} |",
         ]
-    lines.append(f"| agreement with the backbone (test split) | {_pct(report['test']['agreement'])} |")
-    if "return" in report:  # RL: the headline cost is the games' own decisions; the test states' cost beside it
-        lines += [
-            f"| **inference time** (mean FLOPs / backbone FLOPs, decisions in the games) "
-            f"| **{_pct(report['inference_time'])}** |",
-            f"| inference time on the test split's states | {_pct(report['test']['inference_time'])} |",
-        ]
-    else:
-        lines.append(f"| **inference time** (mean FLOPs / backbone FLOPs, test split) "
-                     f"| **{_pct(report['inference_time'])}** |")
+    # RL's headline cost is the games' own decisions, with the test states' cost beside it; vision's is the test split.
+    played = "return" in report
+    source = "decisions in the games" if played else "test split"
+    lines += [
+        f"| agreement with the backbone (test split) | {_pct(report['test']['agreement'])} |",
+        f"| **inference time** (mean FLOPs / backbone FLOPs, {source}) | **{_pct(report['inference_time'])}** |",
+    ]
+    if played:
+        lines.append(f"| inference time on the test split's states | {_pct(report['test']['inference_time'])} |")
     wall = report.get("wall_clock")
     if wall:
         lines.append(f"| wall clock ms, backbone → early exit | {_ms_pair(wall['backbone_ms'], wall['early_exit_ms'])} "
