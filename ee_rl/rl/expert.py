@@ -194,6 +194,22 @@ def default_run_dir(game: str, seed: int) -> Path:
     return Path("runs") / "ppo" / f"{display_name(rom_id(game))}_s{seed}"
 
 
+def extend_schedule_history(run_meta: dict[str, Any], step: int, total_timesteps: int) -> list[dict[str, int]]:
+    """The run's schedule history after resuming at ``step`` with target ``total_timesteps``.
+
+    Each entry ``{"from_step", "total_timesteps"}`` starts a segment in which the linear schedules decay towards 0
+    at ``total_timesteps``; a resume that changes the target adds one, so the exact commands that made a run can be
+    written out again (one command with the final target would restart the schedules differently). Checkpoints
+    saved before this history existed get one from their saved target.
+    """
+    previous = int(run_meta.get("total_timesteps", total_timesteps))
+    saved = run_meta.get("schedule_history") or [{"from_step": 0, "total_timesteps": previous}]
+    history = [dict(entry) for entry in saved]
+    if history[-1]["total_timesteps"] != total_timesteps:
+        history.append({"from_step": int(step), "total_timesteps": int(total_timesteps)})
+    return history
+
+
 def train_expert(
     env: str,
     out: str | Path | None = None,
@@ -248,6 +264,7 @@ def train_expert(
         if config is None and "config" in run_meta:  # the run's own settings, unless told otherwise
             cfg = build_dataclass(ExpertConfig, run_meta["config"], f"{checkpoint} metadata")
         cfg.total_timesteps = int(total_timesteps or run_meta.get("total_timesteps", cfg.total_timesteps))
+        run_meta["schedule_history"] = extend_schedule_history(run_meta, model.num_timesteps, cfg.total_timesteps)
         env_seed = seed + model.num_timesteps
         vec_env = make_atari_env(game, model.n_envs, training=True, sticky_prob=cfg.sticky_prob, seed=env_seed)
         model.set_env(vec_env)
@@ -263,6 +280,7 @@ def train_expert(
             "total_timesteps": cfg.total_timesteps,
             "config": dataclasses.asdict(cfg),
             "wall_time_s": 0.0,
+            "schedule_history": [{"from_step": 0, "total_timesteps": cfg.total_timesteps}],
         }
 
     prior_wall = float(run_meta.get("wall_time_s", 0.0))

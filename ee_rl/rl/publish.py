@@ -270,7 +270,10 @@ def train_command(game: str, run_dir: str, run_meta: dict[str, Any], file_config
     if int(run_meta.get("seed", 0)) != 0:
         parts += ["--seed", str(run_meta["seed"])]
     run_config = run_meta.get("config") or dataclasses.asdict(file_config)
-    if "total_timesteps" in run_meta:
+    history = run_meta.get("schedule_history")
+    if history:  # the target the run started with; later targets come from resume_commands
+        run_config = {**run_config, "total_timesteps": history[0]["total_timesteps"]}
+    elif "total_timesteps" in run_meta:
         run_config = {**run_config, "total_timesteps": run_meta["total_timesteps"]}
     if run_config.get("total_timesteps", file_config.total_timesteps) != file_config.total_timesteps:
         parts += ["--total-timesteps", str(run_config["total_timesteps"])]
@@ -281,6 +284,36 @@ def train_command(game: str, run_dir: str, run_meta: dict[str, Any], file_config
     if any(run_config[k] != getattr(file_config, k, None) for k in others):
         command += " --config <a YAML file holding the hyper-parameters below>"
     return command
+
+
+def resume_commands(game: str, run_dir: str, run_meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resumes that changed the run's target, as ``{"from_step", "total_timesteps", "command"}``.
+
+    Read from the schedule history that ``train_policy.py`` saves in the checkpoint; empty when the run kept the
+    target it started with (or predates that history).
+    """
+    base = ["python", "scripts/train_policy.py", "--env", game, "--out", run_dir, "--resume"]
+    return [
+        {**entry, "command": shlex.join([*base, "--total-timesteps", str(entry["total_timesteps"])])}
+        for entry in (run_meta.get("schedule_history") or [])[1:]
+    ]
+
+
+def _training_commands_text(train_cmd: str, resumes: list[dict[str, Any]]) -> str:
+    """The card's bullet on how the run was made: one command, or the start and each resume that moved the target."""
+    restart_note = (
+        "the environments restart on resume, so a run stopped at other points\n  does not give bit-identical weights"
+    )
+    if not resumes:
+        return (f"- Command: `{train_cmd}`; after a stop, the same command with `--resume` continues from\n"
+                f"  `checkpoints/latest.zip` ({restart_note}).")
+    resumed = ";\n".join(
+        f"  at {entry['from_step']:,} env steps `{entry['command']}` (the linear schedules go on from where they were "
+        f"and now reach 0 at {entry['total_timesteps']:,} steps)"
+        for entry in resumes
+    )
+    return (f"- Commands: `{train_cmd}`, then\n{resumed}.\n"
+            f"  After a stop, the last command continues from `checkpoints/latest.zip` ({restart_note}).")
 
 
 def publish_command(
@@ -373,9 +406,7 @@ scores match while the checkpoint still has the sha256 above):
 
 ## Training
 
-- Command: `{train_cmd}`; after a stop, the same command with `--resume` continues from
-  `checkpoints/latest.zip` (the environments restart on resume, so a run stopped at other points
-  does not give bit-identical weights).
+{_training_commands_text(train_cmd, training.get("resume_commands") or [])}
 - Env steps: {training['timesteps']:,}{rate}.
 - Wall time: {wall_text}.
 - Machine: {training['machine']}.
@@ -518,7 +549,11 @@ def publish_expert(
         hyper_parameters = dataclasses.asdict(file_config)
         hp_source = f"from {config or DEFAULT_CONFIG}: the checkpoint does not record its own"
     run_dir_text = str(run_dir) if run_dir is not None else _run_dir_of(model, checkpoint)
-    result["training"] = {**training, "train_command": train_command(name, run_dir_text, run_meta, file_config)}
+    training["train_command"] = train_command(name, run_dir_text, run_meta, file_config)
+    resumes = resume_commands(name, run_dir_text, run_meta)
+    if resumes:
+        training["resume_commands"] = resumes
+    result["training"] = training
     out_text = str(out)
     readme = agent_readme(
         game=name,
@@ -526,7 +561,7 @@ def publish_expert(
         training=training,
         hyper_parameters=hyper_parameters,
         hyper_parameters_source=hp_source,
-        train_cmd=result["training"]["train_command"],
+        train_cmd=training["train_command"],
         publish_cmd=publish_command(
             name, str(checkpoint), out_text, None if run_dir is None else str(run_dir), episodes, seed,
             None if config is None else str(config), None,

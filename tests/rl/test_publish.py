@@ -262,3 +262,24 @@ def test_real_command_line_reports_a_missing_checkpoint(tmp_path):
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     one_line_error(proc.returncode, proc.stderr, f"checkpoint not found: {tmp_path / 'none.zip'}")
+
+
+def test_a_run_resumed_with_a_new_target_is_written_as_its_real_commands() -> None:
+    config = ExpertConfig()  # configs' default target: 10 M steps
+    history = [{"from_step": 0, "total_timesteps": 10_000_000},
+               {"from_step": 10_000_032, "total_timesteps": 15_000_000}]
+    run_meta = {"seed": 0, "total_timesteps": 15_000_000, "config": {**config.__dict__, "total_timesteps": 15_000_000},
+                "schedule_history": history}
+    start = publish.train_command("Pong", "agents/Pong/training", run_meta, config)
+    assert start == "python scripts/train_policy.py --env Pong --out agents/Pong/training"  # 10 M is the default
+    resumes = publish.resume_commands("Pong", "agents/Pong/training", run_meta)
+    assert resumes == [{**history[1], "command": "python scripts/train_policy.py --env Pong --out agents/Pong/training "
+                                                 "--resume --total-timesteps 15000000"}]
+    text = publish._training_commands_text(start, resumes)
+    assert f"`{start}`, then\n  at 10,000,032 env steps `{resumes[0]['command']}`" in text
+    assert "reach 0 at 15,000,000 steps" in text
+    # Without the history (older checkpoints) the final target is all there is.
+    legacy = {k: v for k, v in run_meta.items() if k != "schedule_history"}
+    assert publish.train_command("Pong", "d", legacy, config).endswith("--total-timesteps 15000000")
+    assert publish.resume_commands("Pong", "d", legacy) == []
+    assert publish._training_commands_text("cmd", []).startswith("- Command: `cmd`; after a stop")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ee_rl.rl.checkpoint import load_model, meta
+from ee_rl.rl.expert import extend_schedule_history
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_policy.py"
@@ -81,6 +82,10 @@ def test_resume_after_kill_continues_the_step_count(tmp_path, tiny_config):
     # resuming without resetting the count), so learning rate and clip range keep decaying from where they were.
     assert model._total_timesteps == saved + 256
     assert model._current_progress_remaining == 0.0
+    # The resume moved the target, so the checkpoint records both segments (publish_expert writes both commands).
+    assert meta(model)["schedule_history"] == [
+        {"from_step": 0, "total_timesteps": 1000000}, {"from_step": saved, "total_timesteps": saved + 256}
+    ]
 
 
 def _assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
@@ -181,3 +186,13 @@ def test_episode_csv_has_one_line_ending_across_a_resume(tmp_path) -> None:
     assert data.decode().splitlines() == [
         ",".join(EpisodeCsvCallback.FIELDS), "100,1.0,5,2.0", "200,1.0,5,2.0", "250,1.0,5,2.0",
     ]
+
+
+def test_schedule_history_adds_a_segment_only_when_the_target_moves() -> None:
+    start = {"total_timesteps": 100, "schedule_history": [{"from_step": 0, "total_timesteps": 100}]}
+    assert extend_schedule_history(start, 60, 100) == start["schedule_history"]
+    moved = extend_schedule_history(start, 60, 150)
+    assert moved == [{"from_step": 0, "total_timesteps": 100}, {"from_step": 60, "total_timesteps": 150}]
+    assert start["schedule_history"] == [{"from_step": 0, "total_timesteps": 100}]  # the saved metadata is not edited
+    # A checkpoint from before the history: its saved target is taken as the one it started with.
+    assert extend_schedule_history({"total_timesteps": 100}, 100, 150)[0] == {"from_step": 0, "total_timesteps": 100}
