@@ -582,8 +582,13 @@ def select_by_budget(rows: Sequence[SweepRow], budget: float) -> dict[str, Sweep
 
 
 def expert_return(rows: Sequence[SweepRow], method: str | None = None) -> float:
-    """Mean return of the full policy (the expert) in ``rows`` (of ``method``, if given)."""
+    """Mean return of the full policy (the expert) in ``rows``: ``method``'s own full row, if given and present.
+
+    Rows appended by other tools (``selfxit.py`` adds one ``selfxit`` row) have no full row of their own; the
+    expert is the same for every method, so they are compared with the sweep's.
+    """
     full = [r for r in rows if r.is_full and (method is None or r.method == method)]
+    full = full or [r for r in rows if r.is_full]
     if not full:
         raise UserError("the sweep has no full-policy row (threshold inf) to compare returns with")
     return full[0].return_mean
@@ -598,7 +603,7 @@ def select_by_max_drop(rows: Sequence[SweepRow], max_drop: float) -> dict[str, S
         raise UserError(f"--max-drop must be a non-negative number of points (e.g. 1.0), got {max_drop!r}")
     chosen: dict[str, SweepRow | None] = {}
     for method, group in _by_method(rows).items():
-        reference = expert_return(group, method)
+        reference = expert_return(rows, method)
         chosen[method] = _choose(group, lambda points: select_cheapest_within_drop(points, reference, float(max_drop)))
     return chosen
 

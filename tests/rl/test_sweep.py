@@ -184,6 +184,12 @@ def test_budget_selection_on_a_hand_made_table(tmp_path):
         sweep.select_by_max_drop(rows, -1.0)
     with pytest.raises(UserError, match="full-policy"):
         sweep.select_by_max_drop([r for r in rows if not r.is_full], 1.0)
+    # A row appended by selfxit.py (no full row of its own) is compared with the sweep's expert.
+    with_selfxit = [*rows, SweepRow("selfxit", 0.02, "selfxit T=0.02", 10, 19.5, 1.0, 18.5, 20.5, 0.77, 0.98,
+                                    100.0, 1000, (0.3, 0.2, 0.5))]
+    chosen = sweep.select_by_max_drop(with_selfxit, 1.0)
+    assert chosen["selfxit"].return_mean == 19.5 and chosen["ztw"].threshold == 0.8
+    assert sweep.select_by_max_drop(with_selfxit, 0.5)["selfxit"] is None  # 0.9 below the expert's 20.4
     # The same selections from the table on disk.
     path = sweep.write_csv(rows, tmp_path / "sweep.csv")
     assert sweep.select_by_budget(sweep.read_csv(path), 0.5)["ztw"].threshold == 0.6
