@@ -1,4 +1,5 @@
-"""Metrics from one all-exits pass: hindsight improvability, score-vs-cost curves and the budget table.
+"""Metrics from one all-exits pass: hindsight improvability, score-vs-cost curves and the budget table; and the
+statistics of repeated measurements (mean ± standard error, paired differences) that RL games and vision seeds share.
 
 "Score" is generic: accuracy against labels for vision; agreement with the backbone's own argmax when there are no
 labels (RL: ``targets=None``). "Cost" is mean FLOPs per sample as a fraction of the backbone's FLOPs.
@@ -17,6 +18,39 @@ from ee_rl.core.flops import ExitCosts
 from ee_rl.core.model import AllExits, simulate_inference
 
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75, 1.0)
+
+
+def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and standard error (sample std with n - 1, over sqrt(n)); None where undefined (n = 0; SE for n = 1)."""
+    n = len(values)
+    if n == 0:
+        return None, None
+    mean = sum(values) / n
+    if n == 1:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def se_from_population_std(std: float, n: int) -> float | None:
+    """The standard error of a mean of ``n`` values whose *population* std (ddof 0, as SB3 reports) is ``std``.
+
+    The sample variance is ``std² · n / (n - 1)``, so SE = ``std / sqrt(n - 1)``; None for n < 2.
+    """
+    if n < 2:
+        return None
+    return std / math.sqrt(n - 1)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean ± SE of the per-item differences ``a[i] - b[i]`` (the same seeds, games or splits at the same index).
+
+    Pairing removes the item-to-item spread both share (a hard game is hard for both policies), so the SE is the
+    spread of the differences, not of either series.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired series must have the same length, got {len(a)} and {len(b)}")
+    return mean_se([x - y for x, y in zip(a, b)])
 
 
 def hindsight_improvability(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,12 @@ ActFn = Callable[[np.ndarray], np.ndarray]
 
 @dataclasses.dataclass
 class EpisodeStats:
-    """Raw returns and lengths (agent steps) of finished games, in the order they finished."""
+    """Raw returns and lengths (agent steps) of finished games, in game-slot order.
+
+    Slot order is each env's first game (env 0, 1, ...), then each env's second game, and so on — not the order in
+    which games finished — so that two runs with the same envs, seeds and quota list the same slot at the same
+    index, and per-game (paired) differences between two policies line up.
+    """
 
     returns: list[float]
     lengths: list[int]
@@ -53,12 +58,12 @@ def run_episodes(
     """Play ``n_episodes`` full games with ``act`` on ``env`` (an evaluation-mode env: no life-loss terminals).
 
     ``on_step(obs, active)`` is called before each batched decision with the mask of envs still under
-    quota, e.g. to record exit statistics only for the decisions that count.
+    quota, e.g. to record exit statistics only for the decisions that count. Returns are in slot order (see
+    :class:`EpisodeStats`).
     """
     quota = episode_quota(n_episodes, env.num_envs)
     done_count = np.zeros(env.num_envs, dtype=np.int64)
-    returns: list[float] = []
-    lengths: list[int] = []
+    finished: list[tuple[int, int, float, int]] = []  # (game number on its env, env, return, length)
     obs = env.reset()
     steps = 0
     while (done_count < quota).any():
@@ -71,10 +76,10 @@ def run_episodes(
         for i in np.flatnonzero(dones):
             episode = infos[i].get("episode")
             if episode is not None and done_count[i] < quota[i]:
-                returns.append(float(episode["r"]))
-                lengths.append(int(episode["l"]))
+                finished.append((int(done_count[i]), int(i), float(episode["r"]), int(episode["l"])))
                 done_count[i] += 1
-    return EpisodeStats(returns, lengths, steps)
+    finished.sort()  # slot order, see EpisodeStats
+    return EpisodeStats([f[2] for f in finished], [f[3] for f in finished], steps)
 
 
 def record_observations(act: ActFn, env: VecEnv, batches: int, stride: int = 1) -> np.ndarray:

@@ -20,6 +20,13 @@ PAPER_GAMES: tuple[str, ...] = (
     "MsPacman",
 )
 
+#: Average human scores of Mnih et al. (2015, Nature, "Human-level control through deep RL"), Extended Data
+#: Table 2, the human reference lines of ZTW's Figure 3; keyed by ROM id. Games without a cited value are absent.
+HUMAN_SCORES: dict[str, float] = {
+    "pong": 9.3,
+    "qbert": 13455.0,
+}
+
 _ID_PATTERN = re.compile(r"^(?:ALE/)?(?P<name>[A-Za-z_]+?)(?:NoFrameskip|Deterministic)?(?:-v\d+)?$")
 
 

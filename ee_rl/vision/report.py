@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ee_rl.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from ee_rl.vision.evaluate import BUDGET_LABELS, SeedEvaluation, budget_accuracy  # noqa: E402
-from ee_rl.vision.stats import mean_se  # noqa: E402
+from ee_rl.core.metrics import mean_se  # noqa: E402
 
 METHOD_LABELS = {"sdn": "SDN", "pbee": "PBEE", "ztw": "ZTW"}
 METHOD_COLORS = {"sdn": "tab:blue", "pbee": "tab:orange", "ztw": "tab:green"}

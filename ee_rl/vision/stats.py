@@ -10,24 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ee_rl.core.metrics import mean_se, paired_difference
 from ee_rl.vision.evaluate import BUDGET_LABELS, SeedEvaluation
 
 BUDGET_COLUMNS = ("method", "budget", "accuracy_mean", "accuracy_se", "n_seeds")
 PAIRED_COLUMNS = ("method", "budget", "diff_mean", "diff_se", "n_seeds")
 HINDSIGHT_COLUMNS = ("method", "ic", "hi")
 HINDSIGHT_SEED_COLUMNS = ("method", "seed", "ic", "hi")
-
-
-def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and standard error (sample std with n - 1, over sqrt(n)); None where undefined (n = 0; SE for n = 1)."""
-    n = len(values)
-    if n == 0:
-        return None, None
-    mean = sum(values) / n
-    if n == 1:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
 
 
 def budget_rows(seeds: Sequence[SeedEvaluation], methods: Sequence[str]) -> list[dict]:
@@ -51,13 +40,11 @@ def paired_rows(seeds: Sequence[SeedEvaluation], methods: Sequence[str], referen
         if method == reference:
             continue
         for key, label in BUDGET_LABELS.items():
-            diffs = [
-                s.methods[method].table[key] - s.methods[reference].table[key]
-                for s in seeds
-                if s.methods[method].table[key] is not None and s.methods[reference].table[key] is not None
-            ]
-            mean, se = mean_se(diffs)
-            rows.append({"method": method, "budget": label, "diff_mean": mean, "diff_se": se, "n_seeds": len(diffs)})
+            both = [s for s in seeds
+                    if s.methods[method].table[key] is not None and s.methods[reference].table[key] is not None]
+            mean, se = paired_difference([s.methods[method].table[key] for s in both],
+                                         [s.methods[reference].table[key] for s in both])
+            rows.append({"method": method, "budget": label, "diff_mean": mean, "diff_se": se, "n_seeds": len(both)})
     return rows
 
 

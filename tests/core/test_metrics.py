@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -15,7 +16,35 @@ from ee_rl.core import (
     hindsight_improvability,
     score_cost_curve,
 )
+from ee_rl.core.metrics import mean_se, paired_difference, se_from_population_std
 from tests.core.builders import make_tiny_model, random_images
+
+
+def test_mean_and_standard_error_match_the_statistics_module() -> None:
+    values = [1.0, 2.5, 4.0, 4.5]
+    mean, se = mean_se(values)
+    assert mean == pytest.approx(statistics.mean(values))
+    assert se == pytest.approx(statistics.stdev(values) / math.sqrt(4))
+    assert mean_se([3.0]) == (3.0, None) and mean_se([]) == (None, None)
+
+
+def test_se_from_a_population_std_equals_the_se_of_the_values() -> None:
+    values = [250.0, 4000.0, 3175.0, 8100.0, 6025.0]
+    population_std = statistics.pstdev(values)  # what SB3 and our sweep rows report
+    assert se_from_population_std(population_std, len(values)) == pytest.approx(mean_se(values)[1])
+    assert se_from_population_std(3.0, 1) is None
+
+
+def test_paired_difference_removes_the_spread_both_series_share() -> None:
+    # Per-game difficulty dominates both series; the per-game differences are 1, 2, 3, 2.
+    a = [101.0, 12.0, 53.0, 7.0]
+    b = [100.0, 10.0, 50.0, 5.0]
+    mean, se = paired_difference(a, b)
+    assert mean == pytest.approx(2.0)
+    assert se == pytest.approx(statistics.stdev([1, 2, 3, 2]) / 2)
+    assert se < mean_se(a)[1] / 10  # far below an unpaired SE
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1.0], [1.0, 2.0])
 
 
 def test_hindsight_improvability_hand_made() -> None:

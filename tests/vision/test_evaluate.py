@@ -20,7 +20,7 @@ from ee_rl.vision.evaluate import (
     seed_from_json,
     seed_to_json,
 )
-from ee_rl.vision.stats import budget_rows, hindsight_rows, mean_se, paired_rows
+from ee_rl.vision.stats import budget_rows, hindsight_rows, paired_rows
 
 # Two ICs, four samples, two classes. Answering at IC 0 costs 15/30 = 0.5, at IC 1 30/30 = 1.0, at the final head
 # (after both ICs) 40/30; the plain backbone costs exactly 30/30.
@@ -113,14 +113,6 @@ def make_seed(seed: int, tables: dict[str, list[float | None]], hi: dict[str, li
         h = (hi or {}).get(method)
         result.methods[method] = MethodResult(method, [], dict(zip(keys, values)), h, [], [])
     return result
-
-
-def test_mean_and_standard_error_match_the_statistics_module():
-    values = [1.0, 2.5, 4.0, 4.5]
-    mean, se = mean_se(values)
-    assert mean == pytest.approx(statistics.mean(values))
-    assert se == pytest.approx(statistics.stdev(values) / math.sqrt(4))
-    assert mean_se([3.0]) == (3.0, None) and mean_se([]) == (None, None)
 
 
 def test_budget_and_paired_rows_skip_missing_cells_and_pair_by_seed():
