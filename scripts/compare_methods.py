@@ -7,6 +7,9 @@ method A − method B at matched cost as paired per-game differences ± SE:
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from pathlib import Path
 
 from ee_rl.errors import UserError, cli_main
 
@@ -19,6 +22,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--b", default="sdn", help="method B (default %(default)s)")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="tolerated return drop as a fraction of the expert's mean return (default %(default)s)")
+    parser.add_argument("--card", default=None, metavar="AGENT_DIR",
+                        help="also write the comparison as a section of AGENT_DIR/README.md")
     return parser.parse_args()
 
 
@@ -27,28 +32,20 @@ def main() -> None:
     args = parse_args()
     if not 0 <= args.tolerance < 1:
         raise UserError(f"--tolerance must be a fraction in [0, 1), got {args.tolerance}")
-    from ee_rl.rl.compare import (
-        cheapest_within_fraction,
-        format_paired_table,
-        paired_at_matched_cost,
-        read_sweep_json,
-        return_se,
-    )
-    from ee_rl.rl.sweep import expert_return
+    if args.card is not None and not (Path(args.card) / "README.md").is_file():
+        raise UserError(f"--card must be an agent folder with a README.md, got {args.card!r}")
+    from ee_rl.rl.compare import comparison_section, read_sweep_json
 
-    rows = read_sweep_json(args.sweep)
-    comparisons = paired_at_matched_cost(rows, args.a, args.b)
-    reference = expert_return(rows)
-    print(f"Cheapest setting with a mean return ≥ {100 * (1 - args.tolerance):g} % of the expert's ({reference:.1f}):")
-    for method, row in cheapest_within_fraction(rows, args.tolerance).items():
-        if row is None:
-            print(f"- {method}: no setting")
-            continue
-        se = return_se(row)
-        print(f"- {method}: {row.rule}, {100 * row.inference_time:.1f} % of the expert's FLOPs, return "
-              f"{row.return_mean:.1f} ± {se if se is not None else float('nan'):.1f} (SE, {row.episodes} games)")
-    print()
-    print(format_paired_table(comparisons))
+    command = shlex.join(["python", "scripts/compare_methods.py", *sys.argv[1:]])
+    text = comparison_section(read_sweep_json(args.sweep), args.a, args.b, args.tolerance, command)
+    print(text)
+    if args.card is not None:
+        from ee_rl.io import atomic_write_text
+        from ee_rl.rl.agent_card import upsert_section
+
+        card = Path(args.card) / "README.md"
+        atomic_write_text(card, upsert_section(card.read_text(), "comparison", text))
+        print(f"wrote the comparison section of {card}")
 
 
 if __name__ == "__main__":

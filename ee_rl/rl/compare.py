@@ -116,3 +116,26 @@ def format_paired_table(comparisons: Sequence[PairedComparison], digits: int = 1
             f"{_fmt_se(c.diff_se, digits)} | {c.games} |"
         )
     return "\n".join(lines)
+
+
+def comparison_section(rows: Sequence[SweepRow], a: str = "ztw", b: str = "sdn", fraction: float = 0.05,
+                       command: str | None = None) -> str:
+    """Markdown for an agent card: each method's cheapest setting within ``fraction`` of the expert's mean return
+    (with its cost and return ± SE), then ``a`` − ``b`` at matched cost as paired per-game differences."""
+    reference = expert_return(rows)
+    lines = ["## Methods compared on the same games", ""]
+    if command:
+        lines += [f"`{command}` (from `sweep.json`: the per-game returns of every setting, same game slots).", ""]
+    lines.append(f"Cheapest setting with a mean return ≥ {100 * (1 - fraction):g} % of the expert's "
+                 f"({reference:.1f} on these games):")
+    lines.append("")
+    for method, row in cheapest_within_fraction(rows, fraction).items():
+        if row is None:
+            lines.append(f"- **{method}**: no setting")
+            continue
+        lines.append(f"- **{method}**: {row.rule} — {100 * row.inference_time:.1f} % of the expert's FLOPs, return "
+                     f"{row.return_mean:.1f} ± {_fmt_se(return_se(row), 1)} (SE, {row.episodes} games)")
+    lines += ["", f"{a.upper()} − {b.upper()} at matched cost (each {a} setting against the {b} setting of the "
+              "closest inference time), paired game by game:", "",
+              format_paired_table(paired_at_matched_cost(rows, a, b))]
+    return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ import pytest
 from ee_rl.errors import UserError
 from ee_rl.rl.compare import (
     cheapest_within_fraction,
+    comparison_section,
     format_paired_table,
     paired_at_matched_cost,
     read_sweep_json,
@@ -100,3 +101,11 @@ def test_figure_has_one_panel_per_game_in_a_grid(tmp_path) -> None:
     assert (width, height) == (round(2 * 5.2 * 120), round(2 * 3.9 * 120))  # 2 columns x 2 rows of panels
     with pytest.raises(ValueError, match="no game"):
         plot_return_vs_cost([], tmp_path / "empty.png")
+
+
+def test_comparison_section_names_each_methods_cheapest_setting_and_the_paired_table() -> None:
+    text = comparison_section(rows(), fraction=0.05, command="python scripts/compare_methods.py")
+    assert "≥ 95 % of the expert's (8000.0 on these games)" in text
+    assert "- **ztw**: ztw>0.5 — 55.0 % of the expert's FLOPs, return 7800.0 ± " in text
+    assert "- **sdn**: sdn>0.5 — 60.0 % of the expert's FLOPs" in text
+    assert text.count("| ztw>") == 2  # one paired line per early-exit ZTW setting
