@@ -8,13 +8,25 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Run each test with one intra-op thread (restored afterwards).
-
-    On a busy 2-core machine, tiny ops with 2 OpenMP threads wait on descheduled workers and run ~50x slower.
-    """
+def _one_torch_thread() -> Iterator[None]:
+    # On a busy 2-core machine, tiny ops with 2 OpenMP threads wait on descheduled workers and run ~50x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_thread_session() -> Iterator[None]:
+    """One intra-op thread from the start of the session (restored at its end).
+
+    Module- and session-scoped fixtures (shared models, rollouts, the servers the serve tests start) are set up
+    before any function-scoped fixture, so they need this one.
+    """
+    yield from _one_torch_thread()
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Run each test with one intra-op thread (restored afterwards), whatever the previous test left."""
+    yield from _one_torch_thread()

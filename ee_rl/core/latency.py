@@ -155,12 +155,14 @@ def measure_exit_latency(
     warmup: int = 200,
     block: int = 50,
     extra_calls: Mapping[str, Callable[[], object]] | None = None,
+    clock: Callable[[], int] = time.perf_counter_ns,
 ) -> ExitLatency:
     """Time ``model.infer(x, rule)`` with every sample forced out at each exit in turn, and with no early exit;
     also the backbone's stages up to each exit alone (the bound on that exit's speed-up).
 
     Use a batch of 1 for per-decision latency. Each path is timed in rounds of ``block`` consecutive calls (see
-    :func:`timed_rounds`). Runs under ``torch.inference_mode``; the caller sets the threads.
+    :func:`timed_rounds`, which reads ``clock``, in ns). Runs under ``torch.inference_mode``; the caller sets the
+    threads.
     """
     num_ics = model.num_ics
     calls: dict[str, Callable[[], object]] = {"full": lambda r=MaxProbExit(2.0): model.infer(x, r)}
@@ -177,7 +179,9 @@ def measure_exit_latency(
             got = model.infer(x, forced_exit_rule(num_ics, m)).exit_index
             if not bool((got == m).all()):
                 raise RuntimeError(f"forced exit {m} answered at exits {got.unique().tolist()}")
-        rounds = timed_rounds({**calls, **extra}, repeats, warmup, block=block, sync=device_sync(x.device))
+        rounds = timed_rounds(
+            {**calls, **extra}, repeats, warmup, block=block, clock=clock, sync=device_sync(x.device)
+        )
     us = {name: median_us(r) for name, r in rounds.items()}
     costs = model.exit_costs(x)
     return ExitLatency(

@@ -12,6 +12,7 @@ decision, and speed-ups are medians of the per-round ratios (:func:`ee_rl.core.l
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -116,11 +117,13 @@ def measure_agent_latency(
     threads: Sequence[int] = (1, 2),
     repeats: int = 20,
     warmup: int = 2,
+    clock: Callable[[], int] = time.perf_counter_ns,
 ) -> AgentLatency:
     """Time the three :data:`PATHS` on ``states`` ``(steps, n_envs, ...)`` at batch 1 and batch ``n_envs``.
 
     At batch 1 every recorded state is one call; at batch ``n_envs`` every recorded step is one call. Sets torch's
     threads to each of ``threads`` in turn (restored after). ``expert`` is the PPO the policy was built from.
+    ``clock`` (ns) times the passes (:func:`ee_rl.core.latency.timed_rounds`).
     """
     if states.ndim != 5:
         raise ValueError(f"states must be (steps, n_envs, C, H, W), got shape {states.shape}")
@@ -145,7 +148,7 @@ def measure_agent_latency(
                 for name, fn in paths.items()
             }
             keyed = {f"{name}@{batch}": call for (name, batch), call in calls.items()}
-            rounds = timed_rounds(keyed, repeats, warmup)
+            rounds = timed_rounds(keyed, repeats, warmup, clock=clock)
             for batch in sizes:
                 timed = {name: rounds[f"{name}@{batch}"] for name in PATHS}
                 rows += [

@@ -203,6 +203,38 @@ def _minibatches(n: int, batch_size: int, generator: torch.Generator) -> list[to
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
+def fit_epochs(
+    policy: EarlyExitPolicy,
+    n: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    n_epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device | str,
+) -> list[float]:
+    """The training loop of both stages: ``n_epochs`` passes over ``n`` samples in shuffled minibatches.
+
+    ``batch_loss(idx)`` returns one loss per exit, ``(M,)``, each the mean over the minibatch ``idx`` (indices on
+    ``device``); their sum is minimised. Returns each exit's mean loss over the last epoch (minibatches weighted by
+    size). The policy is in training mode during the loop and back in eval mode after it.
+    """
+    policy.train()
+    last_epoch: list[torch.Tensor] = []
+    for _ in range(n_epochs):
+        last_epoch = []
+        for idx in _minibatches(n, batch_size, generator):
+            idx = idx.to(device)
+            per_exit = batch_loss(idx)
+            optimizer.zero_grad(set_to_none=True)
+            per_exit.sum().backward()
+            optimizer.step()
+            last_epoch.append(per_exit.detach() * idx.shape[0])
+    policy.eval()
+    return (torch.stack(last_epoch).sum(dim=0) / n).tolist()
+
+
 def train_ics(
     policy: EarlyExitPolicy,
     rollout: Rollout,
@@ -218,23 +250,18 @@ def train_ics(
     moves ICs ``< m`` through the cascade input. Ensembles are not trained here.
     """
     model = policy.model
-    policy.train()
     device = policy.device
     labels = rollout.expert_log_probs.to(device)
     features = [f.to(device) for f in rollout.features]
-    last_epoch: list[torch.Tensor] = []
-    for _ in range(n_epochs):
-        last_epoch = []
-        for idx in _minibatches(len(rollout), batch_size, generator):
-            idx = idx.to(device)
-            out = model.exits_from_stage_outputs([f[idx] for f in features], labels[idx])
-            per_ic = kl_to_expert(labels[idx], out.ic_log_probs)
-            optimizer.zero_grad(set_to_none=True)
-            per_ic.sum().backward()
-            optimizer.step()
-            last_epoch.append(per_ic.detach() * idx.shape[0])
-    policy.eval()
-    return (torch.stack(last_epoch).sum(dim=0) / len(rollout)).tolist()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        out = model.exits_from_stage_outputs([f[idx] for f in features], labels[idx])
+        return kl_to_expert(labels[idx], out.ic_log_probs)
+
+    return fit_epochs(
+        policy, len(rollout), batch_loss, optimizer, n_epochs=n_epochs, batch_size=batch_size, generator=generator,
+        device=device,
+    )
 
 
 @torch.no_grad()
@@ -269,23 +296,18 @@ def train_ensembles(
         raise ValueError(f"method {policy.method.name} has no ensembles to train")
     members = ic_log_probs_of(policy, rollout)  # (M, N, K), no grad
     labels = rollout.expert_log_probs.to(members.device)
-    policy.train()
-    last_epoch: list[torch.Tensor] = []
-    for _ in range(n_epochs):
-        last_epoch = []
-        for idx in _minibatches(len(rollout), batch_size, generator):
-            idx = idx.to(members.device)
-            batch = members[:, idx]
-            target = labels[idx]
-            per_ens = torch.stack(
-                [kl_to_expert(target, ens(list(batch[: m + 1].unbind(0)))) for m, ens in enumerate(ensembles)]
-            )
-            optimizer.zero_grad(set_to_none=True)
-            per_ens.sum().backward()
-            optimizer.step()
-            last_epoch.append(per_ens.detach() * idx.shape[0])
-    policy.eval()
-    return (torch.stack(last_epoch).sum(dim=0) / len(rollout)).tolist()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        batch = members[:, idx]
+        target = labels[idx]
+        return torch.stack(
+            [kl_to_expert(target, ens(list(batch[: m + 1].unbind(0)))) for m, ens in enumerate(ensembles)]
+        )
+
+    return fit_epochs(
+        policy, len(rollout), batch_loss, optimizer, n_epochs=n_epochs, batch_size=batch_size, generator=generator,
+        device=members.device,
+    )
 
 
 def rollout_metrics(rollout: Rollout) -> dict[str, float]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 
 from ee_rl.core import ExitRule
 from ee_rl.errors import UserError
+from ee_rl.io import atomic_path
 from ee_rl.rl.envs import MAX_EPISODE_FRAMES, StickyActions, make_atari_env, native_vector_env
 from ee_rl.rl.games import rom_id
 from ee_rl.rl.policy import EarlyExitPolicy
@@ -216,18 +215,16 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.
         raise UserError(f"video file must end in {' or '.join(VIDEO_SUFFIXES)}, got {path.name}")
     if not fps > 0:
         raise UserError(f"fps must be positive, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
     count = 0
-    try:
+    # The temp file keeps the video's suffix: ffmpeg picks the container from the file name.
+    with atomic_path(path, suffix=suffix) as tmp:
         if suffix == ".mp4":
             writer = imageio.get_writer(
-                tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=6, pixelformat="yuv420p",
+                str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=6, pixelformat="yuv420p",
                 macro_block_size=1, ffmpeg_log_level="error",
             )
         else:
-            writer = imageio.get_writer(tmp, format="GIF", mode="I", duration=1000.0 / fps, loop=0)
+            writer = imageio.get_writer(str(tmp), format="GIF", mode="I", duration=1000.0 / fps, loop=0)
         shape = None
         try:
             for frame in frames:
@@ -245,11 +242,6 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.
             writer.close()
         if count == 0:
             raise ValueError("write_video got no frames")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return count
 
 

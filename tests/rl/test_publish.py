@@ -23,14 +23,10 @@ from ee_rl.rl import publish
 from ee_rl.rl.checkpoint import META_ATTR, load_model, save_model_atomic
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo, evaluate_model
-from ee_rl.rl.publish import (
-    ReturnBelowMinimum,
-    expert_bytes,
-    learning_curve_csv,
-    publish_expert,
-    read_episode_log,
-    rolling_mean,
-)
+from ee_rl.rl.expert_card import training_commands_text
+from ee_rl.rl.learning_curve import learning_curve_csv, read_episode_log, rolling_mean
+from ee_rl.rl.provenance import resume_commands, train_command
+from ee_rl.rl.publish import ReturnBelowMinimum, expert_bytes, publish_expert
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "publish_expert.py"
@@ -42,7 +38,6 @@ EPISODE_ROWS = [(16, -21.0, 760, 1.5), (40, -20.0, 800, 3.0), (64, -19.0, 820, 4
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run directory: ``checkpoints/latest.zip`` (64 steps of PPO, so Adam has state) and ``episodes.csv``."""
-    torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("run")
     env = make_atari_env("pong", 1, training=True, seed=0, num_threads=1)
     try:
@@ -63,7 +58,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def published(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The one real publish (real evaluation: a full game of Pong) shared by the checks below."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("agents") / "Pong"
     result = publish_expert("Pong", run_dir / "checkpoints" / "latest.zip", out, run_dir=run_dir,
                             episodes=1, seed=3, machine="test machine")
@@ -270,16 +264,16 @@ def test_a_run_resumed_with_a_new_target_is_written_as_its_real_commands() -> No
                {"from_step": 10_000_032, "total_timesteps": 15_000_000}]
     run_meta = {"seed": 0, "total_timesteps": 15_000_000, "config": {**config.__dict__, "total_timesteps": 15_000_000},
                 "schedule_history": history}
-    start = publish.train_command("Pong", "agents/Pong/training", run_meta, config)
+    start = train_command("Pong", "agents/Pong/training", run_meta, config)
     assert start == "python scripts/train_policy.py --env Pong --out agents/Pong/training"  # 10 M is the default
-    resumes = publish.resume_commands("Pong", "agents/Pong/training", run_meta)
+    resumes = resume_commands("Pong", "agents/Pong/training", run_meta)
     assert resumes == [{**history[1], "command": "python scripts/train_policy.py --env Pong --out agents/Pong/training "
                                                  "--resume --total-timesteps 15000000"}]
-    text = publish._training_commands_text(start, resumes)
+    text = training_commands_text(start, resumes)
     assert f"`{start}`, then\n  at 10,000,032 env steps `{resumes[0]['command']}`" in text
     assert "reach 0 at 15,000,000 steps" in text
     # Without the history (older checkpoints) the final target is all there is.
     legacy = {k: v for k, v in run_meta.items() if k != "schedule_history"}
-    assert publish.train_command("Pong", "d", legacy, config).endswith("--total-timesteps 15000000")
-    assert publish.resume_commands("Pong", "d", legacy) == []
-    assert publish._training_commands_text("cmd", []).startswith("- Command: `cmd`; after a stop")
+    assert train_command("Pong", "d", legacy, config).endswith("--total-timesteps 15000000")
+    assert resume_commands("Pong", "d", legacy) == []
+    assert training_commands_text("cmd", []).startswith("- Command: `cmd`; after a stop")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 import torch
 from torch import nn
 
 from ee_rl.core.exits import PerExitThresholds
 from ee_rl.core.latency import median_call_us
-from ee_rl.selfxit.latency import allocated_bytes, cpu_clock, latency_vs_batch, model_size_bytes, timed_ms
+from ee_rl.selfxit.latency import NO_EXIT, allocated_bytes, cpu_clock, latency_vs_batch, model_size_bytes, timed_ms
 from tests.core.builders import make_tiny_model, random_images
 
 
@@ -32,21 +35,35 @@ def test_allocated_bytes_sees_a_temporary_buffer() -> None:
     assert peak < 3 * size
 
 
-def test_latency_table_on_a_tiny_model() -> None:
+def test_latency_table_times_the_two_calls_it_is_given(monkeypatch) -> None:
     model = make_tiny_model(ensembles=None, cascade=False)
     x = random_images(20)
     with torch.no_grad():
         conf = model.all_exits(x).exit_log_probs.exp().amax(-1).median(dim=1).values + 1e-4
     rule = PerExitThresholds(tuple(conf.tolist()))
-    table = latency_vs_batch(model, rule, x, [1, 4, 32], repeats=2, warmup=1)
+    # The plain backbone sleeps 20 ms per call, the early-exit call 2 ms: sleeping takes wall time but no CPU time.
+    real_infer = model.infer
+
+    def infer(inputs: torch.Tensor, r) -> object:
+        time.sleep(0.020 if r is NO_EXIT else 0.002)
+        return real_infer(inputs, r)
+
+    monkeypatch.setattr(model, "infer", infer)
+    table = latency_vs_batch(model, rule, x, [1, 4, 32], repeats=3, warmup=1)
     assert [r.batch_size for r in table.rows] == [1, 4, 32]
-    assert table.device == "cpu" and table.threads == torch.get_num_threads()
+    assert table.device == "cpu" and table.threads == torch.get_num_threads() == 1
     assert table.early_exit_size_bytes > table.backbone_size_bytes == model_size_bytes(model.backbone)
+    slack_ms = 15.0  # a busy machine may wake a sleeper late; never early
     for r in table.rows:
-        assert r.backbone_ms > 0 and r.early_exit_ms > 0 and r.backbone_peak_bytes > 0
-        assert 0 < r.inference_time
-        assert r.reduction == 1 - r.early_exit_ms / r.backbone_ms
-        assert r.backbone_cpu_ms > 0 and r.cpu_reduction == 1 - r.early_exit_cpu_ms / r.backbone_cpu_ms
+        assert 20.0 <= r.backbone_ms < 20.0 + slack_ms and 2.0 <= r.early_exit_ms < 2.0 + slack_ms
+        assert (2.0 / (20.0 + slack_ms)) < 1 - r.reduction < (2.0 + slack_ms) / 20.0
+        # CPU time leaves the sleeps out: what remains is the tiny model's own work
+        assert r.backbone_cpu_ms < 0.5 * r.backbone_ms and r.early_exit_cpu_ms < r.early_exit_ms
+    # The FLOPs fraction of the batch of 4 (batch shrinking) equals that of its samples answered one by one.
+    with torch.no_grad():
+        alone = [real_infer(x[i : i + 1], rule) for i in range(4)]
+    backbone = model.exit_costs(x[:1]).backbone
+    assert table.rows[1].inference_time == pytest.approx(sum(int(a.flops.sum()) for a in alone) / (4 * backbone))
 
 
 def test_median_call_us_uses_the_given_clock() -> None:
@@ -56,11 +73,15 @@ def test_median_call_us_uses_the_given_clock() -> None:
 
 
 def test_cpu_time_is_measured_with_one_thread_only() -> None:
-    model = make_tiny_model(ensembles=None, cascade=False)
-    x = random_images(4)
-    rule = PerExitThresholds((2.0, 2.0, 2.0))
-    wall, cpu = timed_ms({"a": lambda: model.infer(x, rule)}, 2, 0, torch.device("cpu"))
-    assert wall["a"] > 0 and cpu is not None and cpu["a"] > 0
+    def spin() -> None:  # 5 ms of CPU time
+        start = time.thread_time_ns()
+        while time.thread_time_ns() - start < 5_000_000:
+            pass
+
+    wall, cpu = timed_ms({"spin": spin, "sleep": lambda: time.sleep(0.005)}, 2, 0, torch.device("cpu"))
+    assert cpu is not None
+    assert wall["spin"] >= 5.0 and wall["sleep"] >= 5.0  # the wall clock counts both
+    assert cpu["spin"] >= 5.0 and cpu["sleep"] < 1.0  # CPU time only the work
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -29,15 +27,6 @@ def make_tiny_served(**info: object) -> ServedModel:
         conf = model.all_exits(torch.from_numpy(tiny_inputs())).exit_log_probs[0].exp().amax(dim=-1)
     rule = PerExitThresholds([conf.median().item() + 1e-4, 2.0, 2.0])
     return ServedModel("tiny", model, InputSpec(INPUT_SHAPE, "float32"), rule, label_name="class", info=dict(info))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def single_thread() -> Iterator[None]:
-    """One intra-op thread for the tests and the servers they start (a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
