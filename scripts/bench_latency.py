@@ -33,6 +33,7 @@ __all__ = ["OBS_SHAPE", "build_nature_cnn_early_exit", "main"]
 
 def bench_trained_agent(args: argparse.Namespace) -> None:
     """Benchmark the trained agent in ``args.agent`` (see the module docstring) and print (and save) the numbers."""
+    from ee_rl.core import rule_for_method
     from ee_rl.rl import agent_latency, sweep
     from ee_rl.rl.checkpoint import load_model
     from ee_rl.rl.games import rom_id
@@ -51,7 +52,7 @@ def bench_trained_agent(args: argparse.Namespace) -> None:
         if chosen is None:
             raise UserError(f"{args.from_sweep} has no {method} setting within {args.max_drop} of the expert's return")
         threshold = chosen.threshold
-    rule = sweep.make_rule(method, threshold)
+    rule = rule_for_method(method, threshold)
     policy = sweep.load_agents(args.agent, [method], game)[method]
     expert = load_model(agent_paths(args.agent, method).expert, device="cpu", game=game)
     states = agent_latency.record_states(policy, rule, game, n_envs=args.n_envs, steps=args.steps, seed=args.seed)

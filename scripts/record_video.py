@@ -37,6 +37,7 @@ def parse_args() -> argparse.Namespace:
 @cli_main
 def main() -> None:
     args = parse_args()
+    from ee_rl.core import rule_for_method
     from ee_rl.rl import sweep, video  # heavy imports after argument parsing
     from ee_rl.rl.games import display_name, rom_id
     from ee_rl.rl.policy import AGENT_METHODS
@@ -51,7 +52,7 @@ def main() -> None:
             threshold = float(args.threshold)
         except ValueError:
             raise UserError(f"--threshold must be a number or 'full', got {args.threshold!r}") from None
-    rule = sweep.make_rule(args.method, threshold)
+    rule = rule_for_method(args.method, threshold)
     label = sweep.rule_label(args.method, threshold)
     agent_dir = Path(args.agent) if args.agent is not None else Path("agents") / display_name(game)
     default_name = f"{display_name(game)}_{args.method}_{label.replace('>', '').replace('=', '')}.mp4"

@@ -1,9 +1,11 @@
 """Early-exit core shared by the RL and vision parts.
 
-Heads, cascade, ensembles, exit rules, conditional inference, FLOPs, metrics and latency.
+Heads, cascade, ensembles, exit rules (and which rule each method uses), conditional inference, FLOPs, metrics
+and latency.
 """
 
 from ee_rl.core.backbone import StagedBackbone, UInt8ToUnitFloat
+from ee_rl.core.batched import all_exits_batched
 from ee_rl.core.ensemble import AdditiveEnsemble, Ensemble, GeometricEnsemble, make_ensembles
 from ee_rl.core.exits import EntropyExit, ExitRule, MaxProbExit, PatienceExit, PerExitThresholds, assign_exits
 from ee_rl.core.flops import ExitCosts, count_flops, measure_exit_costs
@@ -26,8 +28,22 @@ from ee_rl.core.model import (
     concat_all_exits,
     simulate_inference,
 )
+from ee_rl.core.rules import (
+    CONFIDENCE_METHODS,
+    FULL,
+    FULL_RULE,
+    PATIENCE_METHODS,
+    RULE_METHODS,
+    is_patience_method,
+    rule_for_method,
+)
 
 __all__ = [
+    "CONFIDENCE_METHODS",
+    "FULL",
+    "FULL_RULE",
+    "PATIENCE_METHODS",
+    "RULE_METHODS",
     "AdditiveEnsemble",
     "AllExits",
     "EarlyExitModel",
@@ -47,6 +63,7 @@ __all__ = [
     "SDNPool",
     "StagedBackbone",
     "UInt8ToUnitFloat",
+    "all_exits_batched",
     "assign_exits",
     "budget_table",
     "concat_all_exits",
@@ -54,11 +71,13 @@ __all__ = [
     "evaluate_rule",
     "forced_exit_rule",
     "hindsight_improvability",
+    "is_patience_method",
     "make_ensembles",
     "make_internal_classifiers",
     "measure_exit_costs",
     "measure_exit_latency",
     "median_call_us",
+    "rule_for_method",
     "score_cost_curve",
     "select_cheapest_within_drop",
     "select_within_budget",

@@ -12,7 +12,8 @@ from pathlib import Path
 from ee_rl.io import atomic_write_text
 from ee_rl.rl.agent_card import upsert_section
 from ee_rl.rl.games import display_name
-from ee_rl.rl.sweep import SweepResult, SweepRow, expert_return, select_by_budget, select_by_max_drop
+from ee_rl.rl.sweep.rows import SweepResult, SweepRow
+from ee_rl.rl.sweep.selection import expert_return, select_by_budget, select_by_max_drop
 
 SECTION = "sweep"
 

@@ -26,7 +26,7 @@ from ee_rl.io import atomic_path
 from ee_rl.rl.envs import MAX_EPISODE_FRAMES, StickyActions, make_atari_env, native_vector_env
 from ee_rl.rl.games import rom_id
 from ee_rl.rl.policy import EarlyExitPolicy
-from ee_rl.rl.sweep import DecisionTally, expert_actions_for
+from ee_rl.rl.sweep.play import DecisionTally, expert_actions_for
 
 #: Native Atari screen (height, width).
 ATARI_SCREEN = (210, 160)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ee_rl.core.backbone import StagedBackbone
+from ee_rl.core.batched import all_exits_batched
 from ee_rl.core.calibrate import (
     ExitTable,
     SubsetOutcome,
@@ -42,7 +43,7 @@ from ee_rl.core.head_search import (
     search_head,
     train_head,
 )
-from ee_rl.core.model import AllExits, EarlyExitModel, concat_all_exits
+from ee_rl.core.model import EarlyExitModel
 from ee_rl.selfxit.settings import SelfXitSettings
 
 
@@ -84,14 +85,6 @@ def medial_datasets(
                 feats[wanted[s]].append(h.contiguous())
         log_probs.append(torch.log_softmax(backbone.head(h), dim=-1))
     return [torch.cat(f) for f in feats], torch.cat(log_probs)
-
-
-@torch.no_grad()
-def all_exits_batched(model: EarlyExitModel, inputs: torch.Tensor, batch_size: int = 256) -> AllExits:
-    """:meth:`EarlyExitModel.all_exits` over ``inputs`` in chunks, concatenated along the samples."""
-    return concat_all_exits(
-        [model.all_exits(inputs[s : s + batch_size]) for s in range(0, inputs.shape[0], batch_size)]
-    )
 
 
 # ------------------------------------------------------------------------------------------------- heads

@@ -10,7 +10,7 @@ distribution by :mod:`ee_rl.rl.distill` — SelfXit's label-free training, alrea
    (eq. 4) on the validation states with :func:`ee_rl.selfxit.pipeline.calibrate_and_select`;
 4. measures the deployed agent offline on the test states, then plays full games with it and with the expert.
 
-The result is also a :class:`ee_rl.rl.sweep.SweepRow` (method ``selfxit``, threshold = T) that can be appended to
+The result is also a :class:`ee_rl.rl.sweep.rows.SweepRow` (method ``selfxit``, threshold = T) that can be appended to
 a sweep's CSV next to ZTW / SDN / PBEE.
 """
 
@@ -24,14 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ee_rl.core.exits import ExitRule
+from ee_rl.core import FULL, FULL_RULE, ExitRule
 from ee_rl.errors import UserError
 from ee_rl.io import ensure_writable_dir
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.evaluate import record_observations
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.policy import EarlyExitPolicy, agent_paths, load_early_exit_agent
-from ee_rl.rl.sweep import FULL, FULL_RULE, SweepRow, games_row, play_games, read_csv, write_csv
+from ee_rl.rl.sweep.output import read_csv, write_csv
+from ee_rl.rl.sweep.play import games_row, play_games
+from ee_rl.rl.sweep.rows import SweepRow
 from ee_rl.selfxit.evaluate import evaluate_held_out
 from ee_rl.selfxit.latency import latency_vs_batch
 from ee_rl.selfxit.pipeline import Calibration, calibrate_and_select, split_indices
@@ -89,7 +91,7 @@ def play(
 ) -> SweepRow:
     """Play ``episodes`` full games with ``policy.act(obs, rule)`` and measure them as a sweep row.
 
-    Same protocol as :func:`ee_rl.rl.sweep.evaluate_setting` (seeded evaluation envs, a fixed game quota per env,
+    Same protocol as :func:`ee_rl.rl.sweep.play.evaluate_setting` (seeded evaluation envs, a fixed game quota per env,
     every decision timed on its own, agreement with the expert's argmax on the same states), but with any rule.
     ``exit_columns[i]`` is the candidate exit (of ``num_candidates``) that the policy's exit ``i`` stands for, so
     the exit rates line up with the agent that has every candidate exit (the sweep's CSV columns); None keeps the

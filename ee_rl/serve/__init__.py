@@ -11,7 +11,7 @@ from ee_rl.serve.codecs import DecodedBatch, InputSpec, PayloadError, decode_jso
 from ee_rl.serve.load_test import LoadTestReport, run_load_test
 from ee_rl.serve.metrics import ServerMetrics
 from ee_rl.serve.runner import ServerThread, bind_socket, serve_forever
-from ee_rl.serve.served import AnswerBlock, ServedModel, answer_fields, make_rule
+from ee_rl.serve.served import AnswerBlock, ServedModel, answer_fields, serving_rule
 from ee_rl.serve.settings import LoadTestSettings, ServeSettings, load_load_test_settings, load_serve_settings
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "encode_npy",
     "load_load_test_settings",
     "load_serve_settings",
-    "make_rule",
     "run_load_test",
     "serve_forever",
+    "serving_rule",
 ]

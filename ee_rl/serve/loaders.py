@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ee_rl.core import ExitRule, MaxProbExit
+from ee_rl.core import ExitRule, MaxProbExit, rule_for_method
 from ee_rl.errors import UserError
 from ee_rl.serve.codecs import InputSpec, PayloadError, check_batch
-from ee_rl.serve.served import ServedModel, make_rule
+from ee_rl.serve.served import ServedModel, serving_rule
 
 #: A random-weight NatureCNN has the Pong agent's architecture and cost, not its answers (for load tests).
 RANDOM_NATURE_CNN_ACTIONS = 6
@@ -186,20 +186,18 @@ def served_model_from_args(args: argparse.Namespace, default_threshold: float) -
     if args.agent is not None and args.method == "pbee":
         if args.tolerance is not None:
             raise UserError("--tolerance chooses confidence thresholds; pbee uses patience: pass --threshold PATIENCE")
-        from ee_rl.rl.sweep import make_rule as agent_rule
-
-        rule = agent_rule("pbee", args.threshold if args.threshold is not None else 1.0)
+        rule = rule_for_method("pbee", args.threshold if args.threshold is not None else 1.0)
     elif args.tolerance is not None:
         calibration = None
         if args.calibration is not None:
             calibration = read_inputs(args.calibration, served.input_spec, what="calibration file")
-        rule = make_rule(
+        rule = serving_rule(
             served.model,
             tolerance=args.tolerance,
             calibration=served.model_input(calibration) if calibration is not None else None,
         )
     else:
-        rule = make_rule(served.model, threshold=args.threshold if args.threshold is not None else default_threshold)
+        rule = serving_rule(served.model, threshold=args.threshold if args.threshold is not None else default_threshold)
     info = {**served.info, "threshold": args.threshold, "tolerance": args.tolerance}
     try:
         return dataclasses.replace(served, rule=rule, info=info)

@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ee_rl.core import EarlyExitModel, ExitRule, MaxProbExit, PerExitThresholds
+from ee_rl.core import EarlyExitModel, ExitRule, MaxProbExit, PerExitThresholds, all_exits_batched
 from ee_rl.core.calibrate import ExitTable, tolerance_thresholds
 from ee_rl.errors import UserError
-from ee_rl.selfxit.pipeline import all_exits_batched
 from ee_rl.serve.codecs import InputSpec
 
 
@@ -149,7 +148,7 @@ def answer_fields(block: AnswerBlock, j: int, label_name: str) -> dict[str, Any]
     }
 
 
-def make_rule(
+def serving_rule(
     model: EarlyExitModel,
     *,
     threshold: float | None = None,
@@ -157,6 +156,9 @@ def make_rule(
     calibration: torch.Tensor | None = None,
 ) -> ExitRule:
     """The serving rule: ``max_prob > threshold`` (ZTW), or SelfXit per-exit thresholds from a tolerance.
+
+    Not the method-name factory (:func:`ee_rl.core.rule_for_method`): this one turns a server's flags into a rule
+    for any served model, fitting SelfXit thresholds on calibration inputs when asked to.
 
     ``tolerance`` T (SelfXit eq. 3, label-free): each exit m gets the lowest threshold whose estimated drop in
     agreement with the backbone on the ``calibration`` inputs is at most ``T / 2^(m+1)``. Exactly one of the two.

@@ -11,6 +11,7 @@ plain backbone (τ > 1) is reported separately as ``backbone_accuracy``. PBEE's 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +24,12 @@ from ee_rl.core import (
     ExitCosts,
     MaxProbExit,
     OperatingPoint,
-    PatienceExit,
     budget_table,
     concat_all_exits,
     evaluate_rule,
     hindsight_improvability,
+    is_patience_method,
+    rule_for_method,
     score_cost_curve,
 )
 from ee_rl.errors import UserError
@@ -118,11 +120,14 @@ def evaluate_method(
     max-probability rule on its exit outputs (ensembles when the model has them).
     """
     num_ics = outputs.num_ics
-    if method == "pbee":
-        points = score_cost_curve(outputs, costs, list(range(1, num_ics + 1)), targets, make_rule=PatienceExit)
+    method_rule = functools.partial(rule_for_method, method)
+    if is_patience_method(method):
+        points = score_cost_curve(outputs, costs, list(range(1, num_ics + 1)), targets, make_rule=method_rule)
         hindsight = None
     else:
-        points = score_cost_curve(outputs, costs, confidence_thresholds(outputs.exit_log_probs), targets)
+        points = score_cost_curve(
+            outputs, costs, confidence_thresholds(outputs.exit_log_probs), targets, make_rule=method_rule
+        )
         hi = hindsight_improvability(outputs.exit_log_probs.argmax(dim=-1), targets)
         hindsight = [float(v) for v in hi.tolist()]
     table = _percent_table(budget_table(points, BUDGETS))

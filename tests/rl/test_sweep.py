@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import ee_rl.rl.envs as envs
-from ee_rl.core import MaxProbExit, PatienceExit
+from ee_rl.core import FULL_RULE, MaxProbExit, PatienceExit
 from ee_rl.errors import UserError
 from ee_rl.rl import sweep
 from ee_rl.rl.checkpoint import load_model
@@ -155,7 +154,7 @@ def test_inference_time_never_decreases_as_the_threshold_rises(ztw):
     assert all(a <= b for a, b in zip(costs, costs[1:])), costs
     assert len(set(costs)) >= 3  # the recorded states really exit at different places
     assert costs[-1] > 1.0  # tau = 1: every decision passes both heads, then the expert's head
-    assert cost(sweep.make_rule("ztw", FULL)) == 1.0  # no head runs: exactly the expert
+    assert cost(FULL_RULE) == 1.0  # no head runs: exactly the expert
     patience = [cost(PatienceExit(p)) for p in range(4)]
     assert all(a <= b for a, b in zip(patience, patience[1:])), patience
 
@@ -279,19 +278,19 @@ def test_workers_play_the_same_games_as_one_process(result, agent_dir, short_gam
         SweepSettings(workers=0).validate()
 
 
-def test_a_spawned_worker_loads_the_agents_itself(result, agent_dir, short_games):
-    # What a worker does where the OS cannot fork: load the agents from the directory, then play a setting.
-    threads = torch.get_num_threads()
-    try:
-        sweep._WORKER_AGENTS.clear()
-        sweep._init_worker(str(agent_dir), ["ztw", "pbee"], "Pong", 1)
-        assert set(sweep._WORKER_AGENTS) == {"ztw", "pbee"}
-        play = dict(episodes=EPISODES, n_envs=2, seed=SEED, sticky_prob=0.1)
-        row = sweep._play_in_worker("ztw", 0.5, "Pong", play)
-    finally:
-        sweep._WORKER_AGENTS.clear()
-        torch.set_num_threads(threads)
-    assert dataclasses.replace(row, us_per_decision=0.0) == dataclasses.replace(result.rows[0], us_per_decision=0.0)
+def test_agents_loaded_again_from_the_directory_play_the_same_settings(result, agent_dir, short_games):
+    # What a worker does where the OS cannot fork: load the agents from the directory, then play its settings.
+    agents = sweep.load_agents(agent_dir, ["ztw", "pbee"], "Pong")
+    assert list(agents) == ["ztw", "pbee"] and agents["pbee"] is not agents["ztw"]  # pbee: the sdn heads
+    play = dict(episodes=EPISODES, n_envs=2, seed=SEED, sticky_prob=0.1)
+    jobs = [("pbee", 1.0), (sweep.EXPERT, FULL), ("ztw", 0.5)]
+    played = dict(sweep.play_settings(jobs, agents, "Pong", play, workers=1))
+    assert list(played) == jobs  # one worker: in order, in this process
+    strip = lambda r: dataclasses.replace(r, us_per_decision=0.0)  # noqa: E731 - timings differ, nothing else
+    assert strip(played[("ztw", 0.5)]) == strip(result.rows[0])
+    assert strip(played[("pbee", 1.0)]) == strip(result.rows[2])
+    assert strip(played[(sweep.EXPERT, FULL)]) == strip(result.expert)
+    assert sweep.player_for(agents, sweep.EXPERT) is agents["ztw"]  # the full policy: the first agent, no head runs
 
 
 def test_sweep_section_of_the_agent_card(result, tmp_path):

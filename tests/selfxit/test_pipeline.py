@@ -7,7 +7,8 @@ import torch
 
 from ee_rl.core.calibrate import tolerance_budgets
 from ee_rl.core.exits import PerExitThresholds
-from ee_rl.selfxit.pipeline import all_exits_batched, calibrate_and_select, medial_datasets, split_indices
+from ee_rl.core import all_exits_batched
+from ee_rl.selfxit.pipeline import calibrate_and_select, medial_datasets, split_indices
 from tests.core.builders import make_tiny_model, random_images
 
 

@@ -9,7 +9,7 @@ import torch
 from ee_rl.core import MaxProbExit, PerExitThresholds
 from ee_rl.core.calibrate import ExitTable, tolerance_thresholds
 from ee_rl.errors import UserError
-from ee_rl.serve import InputSpec, ServedModel, answer_fields, make_rule
+from ee_rl.serve import InputSpec, ServedModel, answer_fields, serving_rule
 from tests.core.builders import INPUT_SHAPE, make_tiny_model
 from tests.serve.conftest import tiny_inputs
 
@@ -43,15 +43,15 @@ def test_a_rule_that_does_not_fit_the_model_is_refused() -> None:
         ServedModel("x", make_tiny_model(), InputSpec(INPUT_SHAPE, "float32"), PerExitThresholds([0.5, 0.5]))
 
 
-def test_make_rule_threshold_and_tolerance() -> None:
+def test_serving_rule_threshold_and_tolerance() -> None:
     model = make_tiny_model()
-    assert make_rule(model, threshold=0.8) == MaxProbExit(0.8)
+    assert serving_rule(model, threshold=0.8) == MaxProbExit(0.8)
     calibration = torch.from_numpy(tiny_inputs(64, seed=1))
-    rule = make_rule(model, tolerance=0.05, calibration=calibration)
+    rule = serving_rule(model, tolerance=0.05, calibration=calibration)
     with torch.no_grad():
         table = ExitTable.from_outputs(model.all_exits(calibration), model.exit_costs(calibration))
     assert rule == PerExitThresholds(tolerance_thresholds(table, 0.05))
-    loose = make_rule(model, tolerance=0.5, calibration=calibration)
+    loose = serving_rule(model, tolerance=0.5, calibration=calibration)
     assert all(a >= b for a, b in zip(rule.taus, loose.taus))  # more tolerance, lower (or equal) thresholds
 
 
@@ -59,6 +59,6 @@ def test_make_rule_threshold_and_tolerance() -> None:
     "kwargs",
     [{}, {"threshold": 0.5, "tolerance": 0.1}, {"threshold": -0.1}, {"tolerance": 1.5}, {"tolerance": 0.1}],
 )
-def test_make_rule_rejects_bad_requests(kwargs) -> None:
+def test_serving_rule_rejects_bad_requests(kwargs) -> None:
     with pytest.raises(UserError):
-        make_rule(make_tiny_model(), **kwargs)
+        serving_rule(make_tiny_model(), **kwargs)

@@ -1,0 +1,85 @@
+"""A whole sweep: load the agents, play the full policy once and every method's thresholds, gather the rows.
+
+The *full policy* (threshold ``inf``: no head runs) is the expert itself and costs exactly 1.0. It is played once
+and reported as every method's ``inf`` row. Every setting plays the same env seeds, so the same seeds give the same
+numbers (except the µs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ee_rl.core import FULL
+from ee_rl.rl.games import display_name, rom_id
+from ee_rl.rl.sweep.agents import EXPERT, load_agents, player_for
+from ee_rl.rl.sweep.pool import Job, play_settings
+from ee_rl.rl.sweep.rows import SweepResult, SweepRow
+from ee_rl.rl.sweep.settings import SweepSettings, setting_thresholds
+
+
+def run_sweep(
+    env: str,
+    agent_dir: str | Path,
+    settings: SweepSettings | None = None,
+    *,
+    progress: bool = True,
+    on_row: Callable[[SweepRow], None] | None = None,
+) -> SweepResult:
+    """Sweep every method and threshold of ``settings`` with the agent in ``agent_dir`` on game ``env``.
+
+    The agent directory holds ``expert.zip`` and ``exits-<method>.pt`` (see :func:`ee_rl.rl.policy.agent_paths`).
+    Sets torch's intra-op threads to ``settings.torch_threads`` while playing (restored after). ``on_row`` is
+    called with every finished row (e.g. to log it).
+    """
+    settings = (settings or SweepSettings()).validate()
+    game = rom_id(env)
+    policies = load_agents(agent_dir, settings.methods, game)
+    jobs = [(m, t) for m in settings.methods for t in setting_thresholds(m, settings, policies[m].num_ics)[:-1]]
+    play = dict(
+        episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.seed, sticky_prob=settings.sticky_prob
+    )
+    expert_player = player_for(policies, EXPERT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.torch_threads)
+    start = time.time()
+    measured: dict[Job, SweepRow] = {}
+    try:
+        bar = tqdm(total=len(jobs) + 1, desc=f"sweep {display_name(game)}", unit="setting", disable=not progress)
+        with bar:
+            for job, row in play_settings(
+                [(EXPERT, FULL), *jobs],
+                policies,
+                game,
+                play,
+                workers=settings.workers,
+                torch_threads=settings.torch_threads,
+                agent_dir=agent_dir,
+            ):
+                measured[job] = row
+                bar.set_postfix_str(f"{row.method} {row.rule}")
+                bar.update()
+                if on_row is not None:
+                    on_row(row)
+    finally:
+        torch.set_num_threads(threads)
+    expert = measured[(EXPERT, FULL)]
+    rows = []
+    for method in settings.methods:
+        rows += [measured[(m, t)] for m, t in jobs if m == method]
+        rows.append(expert.with_method(method))
+    return SweepResult(
+        game=game,
+        settings=settings,
+        rows=tuple(rows),
+        expert=expert,
+        backbone_flops=expert_player.exit_costs.backbone,
+        exit_costs={m: policies[m].exit_costs.relative for m in settings.methods},
+        torch_threads=settings.torch_threads,
+        wall_time_s=time.time() - start,
+    )
+
