@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -48,6 +49,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+def atomic_save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG to ``path`` atomically (rendered in memory first, then renamed into place)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

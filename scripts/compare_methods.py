@@ -34,10 +34,11 @@ def main() -> None:
         raise UserError(f"--tolerance must be a fraction in [0, 1), got {args.tolerance}")
     if args.card is not None and not (Path(args.card) / "README.md").is_file():
         raise UserError(f"--card must be an agent folder with a README.md, got {args.card!r}")
-    from ee_rl.rl.compare import comparison_section, read_sweep_json
+    from ee_rl.rl.compare import comparison_section
+    from ee_rl.rl.sweep import read_json
 
     command = shlex.join(["python", "scripts/compare_methods.py", *sys.argv[1:]])
-    text = comparison_section(read_sweep_json(args.sweep), args.a, args.b, args.tolerance, command)
+    text = comparison_section(read_json(args.sweep), args.a, args.b, args.tolerance, command)
     print(text)
     if args.card is not None:
         from ee_rl.io import atomic_write_text

@@ -9,14 +9,12 @@ noisy as Q*bert's (per-game std ~2,000 points) only such paired differences can 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 from ee_rl.core.metrics import mean_se, paired_difference, se_from_population_std
 from ee_rl.errors import UserError
-from ee_rl.rl.sweep import FULL, SweepRow, expert_return, select_by_max_drop
+from ee_rl.rl.sweep import SweepRow, expert_return, select_by_max_drop
 
 
 def return_se(row: SweepRow) -> float | None:
@@ -68,31 +66,12 @@ def paired_at_matched_cost(rows: Sequence[SweepRow], a: str = "ztw", b: str = "s
         match = min(theirs, key=lambda r: (abs(r.inference_time - row.inference_time), r.inference_time))
         if not row.returns or len(row.returns) != len(match.returns):
             raise UserError(
-                f"{row.rule} and {match.rule} need per-game returns of the same games (read sweep.json, not sweep.csv)"
+                f"{row.rule} and {match.rule} need per-game returns of the same games: read a sweep.json (not the CSV) "
+                "written with returns in game-slot order (re-run the sweep if it is older)"
             )
         mean, se = paired_difference(row.returns, match.returns)
         comparisons.append(PairedComparison(row, match, float(mean), se, len(row.returns)))
     return comparisons
-
-
-def read_sweep_json(path: str | Path) -> list[SweepRow]:
-    """The rows of a ``sweep.json`` written by the sweep, with their per-game returns (the CSV has none)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep results not found: {path}")
-    try:
-        records = json.loads(path.read_text())["rows"]
-        return [
-            SweepRow(**{
-                **r,
-                "threshold": FULL if r["threshold"] is None else float(r["threshold"]),
-                "exit_rates": tuple(r["exit_rates"]),
-                "returns": tuple(r.get("returns", ())),
-            })
-            for r in records
-        ]
-    except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{path} is not a sweep.json written by scripts/sweep.py ({error})") from None
 
 
 def _fmt_se(value: float | None, digits: int) -> str:

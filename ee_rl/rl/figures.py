@@ -4,13 +4,12 @@ Pong and Q*bert, Figure 6 for the eight games), error bars = standard errors of 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ee_rl.io import atomic_write_bytes
+from ee_rl.io import atomic_save_figure
 from ee_rl.rl.compare import return_se
 from ee_rl.rl.sweep import SweepRow
 
@@ -56,11 +55,9 @@ def plot_return_vs_cost(
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        return atomic_save_figure(fig, path)
     finally:
         plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _draw_panel(ax: Any, panel: GamePanel, methods: Sequence[str] | None) -> None:

@@ -14,11 +14,10 @@ from ee_rl.rl.compare import (
     comparison_section,
     format_paired_table,
     paired_at_matched_cost,
-    read_sweep_json,
     return_se,
 )
 from ee_rl.rl.figures import GamePanel, plot_return_vs_cost
-from ee_rl.rl.sweep import FULL, SweepRow
+from ee_rl.rl.sweep import FULL, RETURNS_ORDER, SweepRow, read_json
 
 EXPERT_GAMES = (8000.0, 6000.0, 10000.0, 8000.0)
 
@@ -82,14 +81,24 @@ def test_paired_differences_need_per_game_returns() -> None:
 
 def test_sweep_json_round_trip_keeps_the_full_row_and_returns(tmp_path) -> None:
     path = tmp_path / "sweep.json"
-    path.write_text(json.dumps({"game": "qbert", "rows": [r.to_dict() for r in rows()]}))
-    again = read_sweep_json(path)
+    path.write_text(json.dumps({"game": "qbert", "returns_order": RETURNS_ORDER, "rows": [r.to_dict() for r in rows()]}))
+    again = read_json(path)
     assert again == rows() and again[2].is_full and math.isinf(again[2].threshold)
     (tmp_path / "bad.json").write_text('{"rows": [{"method": "ztw"}]}')
     with pytest.raises(UserError, match="not a sweep.json"):
-        read_sweep_json(tmp_path / "bad.json")
+        read_json(tmp_path / "bad.json")
     with pytest.raises(UserError, match="not found"):
-        read_sweep_json(tmp_path / "missing.json")
+        read_json(tmp_path / "missing.json")
+
+
+def test_an_older_sweep_json_with_returns_in_finishing_order_cannot_be_paired(tmp_path) -> None:
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"game": "qbert", "rows": [r.to_dict() for r in rows()]}))  # no returns_order
+    old = read_json(path)
+    assert all(r.returns == () for r in old)
+    assert return_se(old[0]) == pytest.approx(return_se(rows()[0]))  # the SE still comes from the std
+    with pytest.raises(UserError, match="game-slot order"):
+        paired_at_matched_cost(old)
 
 
 def test_figure_has_one_panel_per_game_in_a_grid(tmp_path) -> None:

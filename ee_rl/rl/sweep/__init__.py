@@ -28,13 +28,14 @@ from ee_rl.rl.sweep.output import (
     format_table,
     plot_sweep,
     read_csv,
+    read_json,
     write_csv,
     write_json,
     write_sweep,
 )
 from ee_rl.rl.sweep.play import DecisionTally, evaluate_setting, expert_actions_for, games_row, play_games
 from ee_rl.rl.sweep.pool import Job, play_setting, play_settings
-from ee_rl.rl.sweep.rows import SweepResult, SweepRow, rows_by_method
+from ee_rl.rl.sweep.rows import RETURNS_ORDER, SweepResult, SweepRow, rows_by_method
 from ee_rl.rl.sweep.run import run_sweep
 from ee_rl.rl.sweep.selection import (
     expert_return,
@@ -57,6 +58,7 @@ __all__ = [
     "EXPERT",
     "FULL",
     "FULL_RULE",
+    "RETURNS_ORDER",
     "DecisionTally",
     "Job",
     "SweepResult",
@@ -79,6 +81,7 @@ __all__ = [
     "player_for",
     "plot_sweep",
     "read_csv",
+    "read_json",
     "rows_by_method",
     "rule_label",
     "run_sweep",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ import numpy as np
 
 from ee_rl.core import FULL
 from ee_rl.errors import UserError
-from ee_rl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ee_rl.io import atomic_save_figure, atomic_write_json, atomic_write_text
 from ee_rl.rl.games import display_name, rom_id
-from ee_rl.rl.sweep.rows import SweepResult, SweepRow, rows_by_method
+from ee_rl.rl.sweep.rows import RETURNS_ORDER, SweepResult, SweepRow, rows_by_method
 
 #: Every CSV has these columns, then ``exit_rate_1 .. exit_rate_M`` and ``exit_rate_final``.
 CSV_COLUMNS = (
@@ -100,6 +101,32 @@ def write_json(result: SweepResult, path: str | Path, selections: dict[str, Any]
     return atomic_write_json(path, {**result.to_dict(), "selections": selections or {}})
 
 
+def read_json(path: str | Path) -> list[SweepRow]:
+    """The rows of a ``sweep.json`` written by :func:`write_json`, with their per-game returns (the CSV has none).
+
+    Per-game returns are kept only from files that list them in game-slot order (``"returns_order": "slot"``, every
+    sweep since that order was introduced): only those can be differenced game by game between settings. Older
+    files list them in the order the games finished, so their rows come back without per-game returns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep results not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+        slot_order = data.get("returns_order") == RETURNS_ORDER
+        return [
+            SweepRow(**{
+                **r,
+                "threshold": FULL if r["threshold"] is None else float(r["threshold"]),
+                "exit_rates": tuple(r["exit_rates"]),
+                "returns": tuple(r.get("returns", ())) if slot_order else (),
+            })
+            for r in data["rows"]
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{path} is not a sweep.json written by scripts/sweep.py ({error})") from None
+
+
 def plot_sweep(rows: Sequence[SweepRow], path: str | Path, title: str | None = None) -> Path:
     """Return vs inference time: one line per method (mean, ±std band), the expert as a horizontal reference.
 
@@ -132,11 +159,9 @@ def plot_sweep(rows: Sequence[SweepRow], path: str | Path, title: str | None = N
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        return atomic_save_figure(fig, path)
     finally:
         plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def default_out_dir(game: str) -> Path:

@@ -16,7 +16,7 @@ class SweepRow:
 
     Attributes:
         method, threshold, rule: the setting (threshold ``inf`` = the full policy).
-        episodes: games played; returns: their raw scores, in the order they finished (empty when read from CSV).
+        episodes: games played; returns: their raw scores in game-slot order (:data:`RETURNS_ORDER`; empty when read from CSV).
         return_mean, return_std, return_min, return_max: over those games (std: population, as SB3).
         inference_time: FLOPs of all counted decisions / (decisions × the expert's FLOPs per decision).
         agreement: fraction of decisions whose action equals the expert's argmax action on the same state.
@@ -66,6 +66,11 @@ def rows_by_method(rows: Iterable[SweepRow]) -> dict[str, list[SweepRow]]:
     return groups
 
 
+#: How every row's per-game ``returns`` are ordered: by game slot (see :class:`ee_rl.rl.evaluate.EpisodeStats`), so
+#: index i is the same game in every setting. Written into ``sweep.json`` so readers can tell older files apart.
+RETURNS_ORDER = "slot"
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
     """A whole sweep: every row, the expert's row, and what the costs are relative to.
@@ -101,5 +106,6 @@ class SweepResult:
             "torch_threads": self.torch_threads,
             "wall_time_s": round(self.wall_time_s, 1),
             "expert": self.expert.to_dict(),
+            "returns_order": RETURNS_ORDER,
             "rows": [r.to_dict() for r in self.rows],
         }
