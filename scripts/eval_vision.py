@@ -38,10 +38,10 @@ def parse_args() -> argparse.Namespace:
 @cli_main
 def main() -> None:
     args = parse_args()
-    from ee_rl.vision.backbones import default_arch  # heavy imports after argument parsing
+    from ee_rl.core.method import method_by_name  # heavy imports after argument parsing
+    from ee_rl.vision.backbones import default_arch
     from ee_rl.vision.config import load_vision_config
     from ee_rl.vision.experiment import ExperimentSpec, evaluate_experiment, rewrite_report
-    from ee_rl.vision.methods import variant_by_name
 
     apply_threads(args.threads)
     if args.seed is None and args.seeds < 1:
@@ -51,7 +51,7 @@ def main() -> None:
         raise UserError("--methods is empty; e.g. --methods sdn,pbee,ztw")
     for m in methods:
         if m != "pbee":
-            variant_by_name(m)
+            method_by_name(m)
     if len(set(methods)) != len(methods):
         raise UserError(f"--methods lists a method twice: {args.methods}")
     arch = args.arch or default_arch(args.dataset)

@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     from ee_rl.rl.distill import distill_exits  # heavy imports after argument parsing
-    from ee_rl.rl.policy import exit_method
+    from ee_rl.core.method import exit_method
 
     method = exit_method(
         args.method,

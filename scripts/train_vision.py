@@ -41,10 +41,10 @@ def parse_args() -> argparse.Namespace:
 @cli_main
 def main() -> None:
     args = parse_args()
-    from ee_rl.vision.backbones import default_arch  # heavy imports after argument parsing
+    from ee_rl.core.method import SDN, exit_method  # heavy imports after argument parsing
+    from ee_rl.vision.backbones import default_arch
     from ee_rl.vision.config import load_vision_config
     from ee_rl.vision.experiment import run_dir_for
-    from ee_rl.vision.methods import SDN, exit_variant
     from ee_rl.vision.train import RunSpec, train_run
 
     apply_threads(args.threads)
@@ -54,9 +54,9 @@ def main() -> None:
     flags = dict(cascade_only=args.cascade_only, ensemble_only=args.ensemble_only, additive=args.additive,
                  no_stop_gradient=args.no_stop_gradient)
     if args.method == "both":
-        variants = (exit_variant("ztw", **flags), SDN)
+        variants = (exit_method("ztw", **flags), SDN)
     else:
-        variants = (exit_variant(args.method, **flags),)
+        variants = (exit_method(args.method, **flags),)
     config = load_vision_config(args.config, args.dataset, arch, args.overrides)
     seeds = range(args.seeds) if args.seeds is not None else [args.seed]
     command = shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])

@@ -174,7 +174,7 @@ def make_internal_classifiers(
     *,
     cascade: bool = True,
     out_channels: Sequence[int | None] | None = None,
-    stride: int = 1,
+    stride: int | Sequence[int] = 1,
     pool_size: int = 4,
     cascade_layer_norm: bool = False,
     detach_cascade: bool = True,
@@ -182,26 +182,29 @@ def make_internal_classifiers(
     """Build one IC per entry of ``in_channels`` (channels of the stages they attach to), in order.
 
     ``cascade=True`` gives ZTW's cascade (IC 1 has no cascade input, IC m gets IC m-1's K logits);
-    ``cascade=False`` gives SDN's independent ICs. Other arguments are passed to every :class:`InternalClassifier`.
+    ``cascade=False`` gives SDN's independent ICs. ``out_channels`` and ``stride`` are one value per IC (``stride``
+    may also be one int for all); other arguments are passed to every :class:`InternalClassifier`.
     """
     in_channels = list(in_channels)
     if not in_channels:
         raise ValueError("make_internal_classifiers needs at least one entry in in_channels")
     outs = [None] * len(in_channels) if out_channels is None else list(out_channels)
-    if len(outs) != len(in_channels):
-        raise ValueError(
-            f"out_channels has {len(outs)} entries but in_channels has {len(in_channels)}; give one per IC"
-        )
+    strides = [stride] * len(in_channels) if isinstance(stride, int) else list(stride)
+    for what, values in (("out_channels", outs), ("stride", strides)):
+        if len(values) != len(in_channels):
+            raise ValueError(
+                f"{what} has {len(values)} entries but in_channels has {len(in_channels)}; give one per IC"
+            )
     return nn.ModuleList(
         InternalClassifier(
             c,
             num_classes,
             out_channels=o,
-            stride=stride,
+            stride=s,
             pool_size=pool_size,
             cascade_in=num_classes if (cascade and m > 0) else 0,
             cascade_layer_norm=cascade_layer_norm,
             detach_cascade=detach_cascade,
         )
-        for m, (c, o) in enumerate(zip(in_channels, outs))
+        for m, (c, o, s) in enumerate(zip(in_channels, outs, strides))
     )

@@ -32,10 +32,11 @@ from tqdm import tqdm
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
 from ee_rl.core import AllExits, concat_all_exits
+from ee_rl.core.method import ExitMethod
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
-from ee_rl.rl.policy import EarlyExitPolicy, ExitMethod, save_exit_heads
+from ee_rl.rl.policy import EarlyExitPolicy, save_exit_heads
 
 DEFAULT_CONFIG = CONFIG_DIR / "exits.yaml"
 CHECKPOINT_FORMAT = "ee_rl.exits_checkpoint"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,21 +36,18 @@ from ee_rl.core import (
     ExitRule,
     StagedBackbone,
     UInt8ToUnitFloat,
-    make_ensembles,
-    make_internal_classifiers,
 )
+from ee_rl.core.builder import build_early_exit_model
+from ee_rl.core.heads_file import heads_payload, load_heads_state, read_heads_file, write_heads_file
+from ee_rl.core.method import METHODS, ZTW, ExitMethod, exit_method
 from ee_rl.errors import UserError
-from ee_rl.io import atomic_write_bytes
 from ee_rl.rl.fast_ppo import ChannelsLastNatureCNN, scale_pixels_channels_last
 
-#: Training methods with their own heads file. PBEE needs no training: it reuses the SDN heads.
-METHODS = ("ztw", "sdn")
-#: Methods an agent can be run with (``pbee`` = SDN heads + the patience rule).
+#: Methods an agent can be run with: those with a heads file of their own (:data:`ee_rl.core.method.METHODS`) and
+#: ``pbee`` (the SDN heads + the patience rule).
 AGENT_METHODS = (*METHODS, "pbee")
-ENSEMBLE_KINDS = ("geometric", "additive")
-#: Marks a file written by :func:`save_exit_heads`.
-HEADS_FORMAT = "ee_rl.exit_heads"
-HEADS_FORMAT_VERSION = 1
+#: What an agent's heads file records beyond the core entries (see :meth:`EarlyExitPolicy.heads_payload`).
+AGENT_HEADS_FIELDS = ("game", "expert_sha256", "num_actions", "obs_shape", "ic_stride", "pool_size", "extra")
 #: Stage indices the ICs attach after: conv1 and conv2 (ZTW appendix A.2).
 NATURE_CNN_ATTACH_AFTER = (0, 1)
 #: Atari observations: 4 stacked 84x84 grayscale frames.
@@ -68,99 +64,6 @@ class ScalePixelsChannelsLast(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``x / 255`` as float32, channels_last (a new tensor)."""
         return scale_pixels_channels_last(x)
-
-
-# --- method ---------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ExitMethod:
-    """How the ICs are wired and combined: ZTW, SDN, or an appendix-C ablation of ZTW.
-
-    Attributes:
-        method: ``"ztw"`` (cascade + ensembles) or ``"sdn"`` (independent ICs, no ensembles).
-        cascade: IC m also gets IC m-1's logits (ZTW eq. 1).
-        ensemble: ``"geometric"`` (ZTW eq. 2), ``"additive"`` (appendix C.2) or None (no ensembles).
-        detach_cascade: stop the gradient through the cascade input (ZTW default; False = appendix C.3 ablation).
-    """
-
-    method: str = "ztw"
-    cascade: bool = True
-    ensemble: str | None = "geometric"
-    detach_cascade: bool = True
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.ensemble is not None and self.ensemble not in ENSEMBLE_KINDS:
-            raise UserError(f"ensemble must be one of {', '.join(ENSEMBLE_KINDS)} or None, got {self.ensemble!r}")
-        if self.method == "sdn" and (self.cascade or self.ensemble is not None or not self.detach_cascade):
-            raise UserError("the ablation flags apply to --method ztw only; sdn has independent ICs and no ensembles")
-        if self.method == "ztw" and not self.cascade and self.ensemble is None:
-            raise UserError("ztw without cascade and without ensembles is sdn: use --method sdn")
-        if not self.cascade and not self.detach_cascade:
-            raise UserError("--no-stop-gradient needs cascade connections (it is not compatible with ensemble-only)")
-
-    @property
-    def name(self) -> str:
-        """Short name for file and directory names: ``ztw``, ``sdn``, or ``ztw-<ablations>``."""
-        if self.method == "sdn":
-            return "sdn"
-        parts = ["ztw"]
-        if not self.cascade:
-            parts.append("ensemble-only")
-        if self.ensemble is None:
-            parts.append("cascade-only")
-        if self.ensemble == "additive":
-            parts.append("additive")
-        if not self.detach_cascade:
-            parts.append("no-stop-gradient")
-        return "-".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for the heads file and JSON)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ExitMethod:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
-
-
-def exit_method(
-    method: str = "ztw",
-    *,
-    cascade_only: bool = False,
-    ensemble_only: bool = False,
-    additive: bool = False,
-    no_stop_gradient: bool = False,
-) -> ExitMethod:
-    """The :class:`ExitMethod` for ``--method`` and the appendix-C ablation flags (ZTW only).
-
-    ``cascade_only``: no ensembles (C.1); ``ensemble_only``: no cascade connections (C.1); ``additive``: additive
-    instead of geometric ensembles (C.2); ``no_stop_gradient``: gradients flow through the cascade (C.3).
-    """
-    if method not in METHODS:
-        raise UserError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    flags = {
-        "--cascade-only": cascade_only,
-        "--ensemble-only": ensemble_only,
-        "--additive": additive,
-        "--no-stop-gradient": no_stop_gradient,
-    }
-    used = [name for name, on in flags.items() if on]
-    if method == "sdn":
-        if used:
-            raise UserError(f"{', '.join(used)} are ablations of ztw; use them with --method ztw, not sdn")
-        return ExitMethod("sdn", cascade=False, ensemble=None, detach_cascade=True)
-    if cascade_only and ensemble_only:
-        raise UserError("--cascade-only and --ensemble-only exclude each other (both off is plain ztw)")
-    if cascade_only and additive:
-        raise UserError("--additive changes the ensembles, but --cascade-only removes them")
-    if ensemble_only and no_stop_gradient:
-        raise UserError("--no-stop-gradient acts on cascade connections, but --ensemble-only removes them")
-    ensemble = None if cascade_only else ("additive" if additive else "geometric")
-    return ExitMethod("ztw", cascade=not ensemble_only, ensemble=ensemble, detach_cascade=not no_stop_gradient)
 
 
 # --- staging the expert ---------------------------------------------------------------------------------------
@@ -224,9 +127,15 @@ def build_nature_cnn_early_exit(
     action_net = nn.Linear(512, num_actions)
     scale: type[nn.Module] = ScalePixelsChannelsLast if channels_last else UInt8ToUnitFloat
     backbone = StagedBackbone(_stages_from_nature_cnn(cnn, None), action_net, preprocess=scale())
-    heads = make_internal_classifiers([32, 64], num_actions, cascade=True, stride=4, pool_size=4)
-    ens = make_ensembles(2, num_actions, "geometric") if ensembles else None
-    model = EarlyExitModel(backbone, heads, ens, attach_after=list(NATURE_CNN_ATTACH_AFTER)).eval()
+    model = build_early_exit_model(
+        backbone,
+        ZTW if ensembles else exit_method("ztw", cascade_only=True),
+        num_classes=num_actions,
+        attach_after=NATURE_CNN_ATTACH_AFTER,
+        sample=torch.zeros((1, *ATARI_OBS_SHAPE), dtype=torch.uint8),
+        stride=4,
+        pool_size=4,
+    ).eval()
     original = nn.Sequential(scale(), cnn, action_net).eval()
     if channels_last:
         # oneDNN convolutions run in NHWC; keeping weights there avoids reorders on every call.
@@ -316,33 +225,16 @@ class EarlyExitPolicy(nn.Module):
         """
         backbone = nature_cnn_stages(policy)
         obs_shape = tuple(policy.observation_space.shape)
-        num_actions = int(policy.action_space.n)
-        sample = torch.zeros((1, *obs_shape), dtype=torch.uint8)  # stage_output_shapes moves it to the expert
-        shapes = backbone.stage_output_shapes(sample)
-        channels = [int(shapes[s][0]) for s in NATURE_CNN_ATTACH_AFTER]
-        def build_heads() -> nn.ModuleList:
-            return make_internal_classifiers(
-                channels,
-                num_actions,
-                cascade=method.cascade,
-                stride=ic_stride,
-                pool_size=pool_size,
-                detach_cascade=method.detach_cascade,
-            )
-
-        if seed is None:
-            heads = build_heads()
-        else:
-            # A seed must not reseed the caller's global torch RNG: the heads are initialised on the CPU, so only
-            # the CPU generator is forked and seeded (torch.manual_seed would also reseed every CUDA generator).
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)
-                heads = build_heads()
-        ensembles = (
-            make_ensembles(len(channels), num_actions, method.ensemble) if method.ensemble is not None else None
+        model = build_early_exit_model(
+            backbone,
+            method,
+            num_classes=int(policy.action_space.n),
+            attach_after=NATURE_CNN_ATTACH_AFTER,
+            sample=torch.zeros((1, *obs_shape), dtype=torch.uint8),  # moved to the expert's device to size the ICs
+            stride=ic_stride,
+            pool_size=pool_size,
+            seed=seed,
         )
-        model = EarlyExitModel(backbone, heads, ensembles, attach_after=list(NATURE_CNN_ATTACH_AFTER))
-        model = model.to(backbone.device)
         return cls(
             model, method, game=game, expert_sha256=expert_sha256, ic_stride=ic_stride, pool_size=pool_size,
             obs_shape=obs_shape,
@@ -419,36 +311,24 @@ class EarlyExitPolicy(nn.Module):
     # --- persistence ---
 
     def heads_payload(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Everything a heads file holds (see :func:`save_exit_heads`), as plain tensors and Python values."""
-        model = self.model
-        return {
-            "format": HEADS_FORMAT,
-            "version": HEADS_FORMAT_VERSION,
+        """Everything a heads file holds (see :func:`save_exit_heads`), as plain tensors and Python values.
+
+        The core entries of :func:`ee_rl.core.heads_file.heads_payload` and :data:`AGENT_HEADS_FIELDS`: the game,
+        the expert's hash, the action count, the observation shape, the IC architecture and ``extra``.
+        """
+        return heads_payload(self.model, self.method, {
             "game": self.game,
             "expert_sha256": self.expert_sha256,
-            "method": self.method.to_dict(),
             "num_actions": self.num_actions,
             "obs_shape": list(self.obs_shape),
-            "attach_after": list(model.attach_after),
             "ic_stride": self.ic_stride,
             "pool_size": self.pool_size,
-            "heads": {k: v.detach().cpu().clone() for k, v in model.heads.state_dict().items()},
-            "ensembles": (
-                {k: v.detach().cpu().clone() for k, v in model.ensembles.state_dict().items()}
-                if model.ensembles is not None
-                else None
-            ),
             "extra": dict(extra or {}),
-        }
+        })
 
     def load_heads_payload(self, payload: Mapping[str, Any], source: str = "heads file") -> None:
         """Load heads (and ensembles) from a :meth:`heads_payload` dict; a shape mismatch is a :class:`UserError`."""
-        try:
-            self.model.heads.load_state_dict(payload["heads"])
-            if self.model.ensembles is not None:
-                self.model.ensembles.load_state_dict(payload["ensembles"])
-        except (RuntimeError, KeyError, TypeError) as exc:
-            raise UserError(f"{source} does not fit this expert's heads: {str(exc).splitlines()[0]}") from None
+        load_heads_state(self.model, payload, source, "this expert's heads")
 
 
 # --- files ----------------------------------------------------------------------------------------------------
@@ -457,29 +337,18 @@ class EarlyExitPolicy(nn.Module):
 def save_exit_heads(path: str | Path, policy: EarlyExitPolicy, extra: Mapping[str, Any] | None = None) -> Path:
     """Write the heads, ensembles, method, game and expert hash as one file, atomically.
 
-    ``extra``: JSON-like values kept alongside (e.g. env steps trained, final per-IC agreement).
+    ``extra``: plain values kept alongside (e.g. env steps trained, final per-IC agreement); anything that
+    ``torch.load(weights_only=True)`` could not read back is a ``ValueError``.
     """
-    buffer = io.BytesIO()
-    torch.save(policy.heads_payload(extra), buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_heads_file(path, policy.heads_payload(extra))
 
 
-def read_heads_file(path: str | Path) -> dict[str, Any]:
-    """Read and check a heads file written by :func:`save_exit_heads` (no expert needed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"heads file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for broken or foreign files
-        raise UserError(f"heads file {path} is corrupt or not a torch file: {type(exc).__name__}") from None
-    if not isinstance(payload, dict) or payload.get("format") != HEADS_FORMAT:
-        raise UserError(f"{path} is not an ee_rl heads file (written by train_exits.py)")
-    if payload.get("version") != HEADS_FORMAT_VERSION:
-        raise UserError(
-            f"heads file {path} has format version {payload.get('version')}, this ee_rl reads {HEADS_FORMAT_VERSION}"
-        )
-    return payload
+def read_agent_heads(path: str | Path) -> dict[str, Any]:
+    """Read and check an agent's heads file written by :func:`save_exit_heads` (no expert needed).
+
+    A missing, corrupt or foreign file (vision heads included) is a one-line :class:`UserError`.
+    """
+    return read_heads_file(path, what="heads file", required=AGENT_HEADS_FIELDS)
 
 
 def policy_from_payload(
@@ -530,7 +399,7 @@ def load_early_exit_agent(
     from ee_rl.rl.checkpoint import file_sha256, load_model, meta
     from ee_rl.rl.games import rom_id
 
-    payload = read_heads_file(heads_path)
+    payload = read_agent_heads(heads_path)
     wanted = rom_id(game) if game is not None else None
     saved_game = payload.get("game")
     if wanted is not None and saved_game is not None and saved_game != wanted:

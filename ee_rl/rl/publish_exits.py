@@ -23,7 +23,7 @@ import numpy as np
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ee_rl.rl.agent_card import upsert_section
-from ee_rl.rl.policy import read_heads_file
+from ee_rl.rl.policy import read_agent_heads
 
 #: Rounds averaged for the "final" numbers: one round (1024 states) is noisy.
 FINAL_ROUNDS = 10
@@ -188,7 +188,7 @@ def publish_exits(run_dir: str | Path, agent_dir: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise UserError(f"{summary_path} is not a train_exits.py summary (no 'method')") from None
     heads_path = run_dir / f"exits-{method}.pt"
-    payload = read_heads_file(heads_path)
+    payload = read_agent_heads(heads_path)
     expert = agent_dir / "expert.zip"
     if not expert.is_file():
         raise UserError(f"{expert} not found: publish the expert first (scripts/publish_expert.py)")

@@ -1,6 +1,7 @@
-"""Vision artifacts: the trained backbone (``backbone.pt``) and one file per exit variant (``exits-<name>.pt``).
+"""Vision artifacts: the trained backbone (``backbone.pt``) and one heads file per exit method (``exits-<name>.pt``).
 
-Exit files record a hash of the backbone they were trained on; loading them against another backbone is an error.
+Heads files (the core format, :mod:`ee_rl.core.heads_file`) record a hash of the backbone they were trained on;
+loading them against another backbone is an error.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from typing import Any
 import torch
 
 from ee_rl.core import EarlyExitModel
+from ee_rl.core.heads_file import heads_payload, load_heads_state, load_state_strict, read_heads_file
+from ee_rl.core.method import ExitMethod
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes
 from ee_rl.vision.backbones import StagedNet, build_backbone
-from ee_rl.vision.methods import ExitVariant, build_model
+from ee_rl.vision.methods import build_model
 
 BACKBONE_KIND = "ee_rl.vision.backbone"
-EXITS_KIND = "ee_rl.vision.exits"
+#: What a vision heads file records beyond the core entries (see :func:`exits_record`).
+EXITS_FIELDS = ("backbone_sha256", "arch", "dataset", "num_classes")
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
@@ -69,65 +73,44 @@ def load_backbone(path: str | Path) -> tuple[StagedNet, dict[str, Any]]:
     net = build_backbone(
         record["arch"], record["num_classes"], record["input_shape"], record["mean"], record["std"]
     )
-    _load_strict(net, record["state_dict"], path, f"the current {record['arch']} definition")
+    load_state_strict(net, record["state_dict"], path, f"the current {record['arch']} definition")
     return net.eval(), record
 
 
-def _load_strict(module: torch.nn.Module, state: dict, path: str | Path, what: str) -> None:
-    """``load_state_dict(strict=True)``; a mismatch (e.g. weights of an older definition) is a one-line error."""
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
-        raise UserError(f"{path} does not fit {what} ({detail}); retrain it or pass another file") from None
-
-
 def exits_record(
-    model: EarlyExitModel, variant: ExitVariant, backbone: dict[str, Any], info: dict[str, Any]
+    model: EarlyExitModel, method: ExitMethod, backbone: dict[str, Any], info: dict[str, Any]
 ) -> dict[str, Any]:
-    """What ``exits-<variant>.pt`` holds: the variant, the heads (and ensembles) and the backbone's hash."""
-    return {
-        "kind": EXITS_KIND,
-        "variant": variant.to_dict(),
+    """What ``exits-<method>.pt`` holds: the core heads file entries, the backbone's hash, architecture, dataset and
+    class count, and ``info`` (seed, config, test summary: plain values only, so the file loads with
+    ``weights_only=True``). Write it with :func:`ee_rl.core.heads_file.write_heads_file`."""
+    return heads_payload(model, method, {
         "backbone_sha256": backbone["sha256"],
         "arch": backbone["arch"],
         "dataset": backbone["dataset"],
         "num_classes": backbone["num_classes"],
-        "attach_after": list(model.attach_after),
-        "heads": {k: v.detach().cpu() for k, v in model.heads.state_dict().items()},
-        "ensembles": (
-            {k: v.detach().cpu() for k, v in model.ensembles.state_dict().items()}
-            if model.ensembles is not None
-            else None
-        ),
         **info,
-    }
+    })
 
 
 def load_exit_model(
     exits_path: str | Path, backbone_path: str | Path | None = None, *, downsample: bool | None = None
 ) -> tuple[EarlyExitModel, dict[str, Any]]:
-    """An :class:`EarlyExitModel` (eval mode, CPU) from ``exits-<variant>.pt`` and its backbone.
+    """An :class:`EarlyExitModel` (eval mode, CPU) from ``exits-<method>.pt`` and its backbone.
 
     ``backbone_path`` defaults to ``backbone.pt`` beside the exits file. A backbone whose hash differs from the one the
     heads were trained on is a :class:`UserError`.
     """
     exits_path = Path(exits_path)
-    record = load_torch(exits_path, "exit heads file")
-    if record.get("kind") != EXITS_KIND:
-        raise UserError(f"{exits_path} is not an ee_rl vision exit-heads file")
+    record = read_heads_file(exits_path, what="vision exit heads file", required=EXITS_FIELDS)
     net, backbone = load_backbone(backbone_path or exits_path.parent / "backbone.pt")
     if backbone["sha256"] != record["backbone_sha256"]:
         raise UserError(
             f"{exits_path} was trained on a different backbone (hash {record['backbone_sha256'][:12]}…), "
             f"not on {backbone_path or exits_path.parent / 'backbone.pt'} (hash {backbone['sha256'][:12]}…)"
         )
-    variant = ExitVariant.from_dict(record["variant"])
+    method = ExitMethod.from_dict(record["method"])
     sample = torch.zeros(1, *backbone["input_shape"])
     ds = record.get("ic_downsample", False) if downsample is None else downsample
-    model = build_model(variant, net.frozen(), net.placement, backbone["num_classes"], sample, downsample=ds)
-    _load_strict(model.heads, record["heads"], exits_path, f"the {variant.name} heads of this backbone")
-    if model.ensembles is not None:
-        _load_strict(model.ensembles, record["ensembles"], exits_path, f"the {variant.name} ensembles")
+    model = build_model(method, net.frozen(), net.placement, backbone["num_classes"], sample, downsample=ds)
+    load_heads_state(model, record, exits_path, f"the {method.name} heads of this backbone")
     return model.eval(), record

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ee_rl.core.method import method_by_name
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -19,7 +20,6 @@ from ee_rl.vision.checkpoint import load_exit_model
 from ee_rl.vision.config import VisionConfig
 from ee_rl.vision.data import load_dataset
 from ee_rl.vision.evaluate import SeedEvaluation, evaluate_seed, seed_from_json, seed_to_json
-from ee_rl.vision.methods import variant_by_name
 from ee_rl.vision.report import budget_markdown, plot_accuracy_vs_cost, plot_hindsight, write_csv
 from ee_rl.vision.stats import (
     BUDGET_COLUMNS,
@@ -85,7 +85,7 @@ def evaluate_experiment(spec: ExperimentSpec) -> dict[str, Any]:
         raise UserError("need at least one seed")
     variants = needed_variants(spec.methods)
     for name in variants:
-        variant_by_name(name)  # validate early
+        method_by_name(name)  # validate early
     # The device before the report directory, so a refused --device (e.g. cuda without a GPU) leaves nothing behind.
     device = resolve_device(spec.device)
     out = ensure_writable_dir(spec.out_dir)
@@ -105,7 +105,7 @@ def evaluate_experiment(spec: ExperimentSpec) -> dict[str, Any]:
                 )
             train_run(RunSpec(
                 dataset=spec.dataset, arch=spec.arch, out_dir=run_dir, config=spec.config, data_dir=spec.data_dir,
-                seed=seed, variants=tuple(variant_by_name(v) for v in variants), device=spec.device, resume=True,
+                seed=seed, variants=tuple(method_by_name(v) for v in variants), device=spec.device, resume=True,
                 weights=spec.weights, transfer=spec.transfer, progress=spec.progress,
             ))
         t1 = time.perf_counter()

@@ -28,6 +28,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from ee_rl.core import EarlyExitModel
+from ee_rl.core.heads_file import write_heads_file
+from ee_rl.core.method import SDN, ZTW, ExitMethod
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_json, ensure_writable_dir
@@ -43,7 +45,7 @@ from ee_rl.vision.checkpoint import (
 from ee_rl.vision.config import PhaseConfig, VisionConfig
 from ee_rl.vision.data import ImageSplit, VisionData, load_dataset
 from ee_rl.vision.evaluate import collect_all_exits
-from ee_rl.vision.methods import SDN, ZTW, ExitVariant, build_model
+from ee_rl.vision.methods import build_model
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -217,7 +219,7 @@ def ic_test_accuracies(model: EarlyExitModel, split: ImageSplit, batch_size: int
 
 
 def train_ics(
-    model: EarlyExitModel, variant: ExitVariant, data: VisionData, cfg: VisionConfig, *, seed: int,
+    model: EarlyExitModel, variant: ExitMethod, data: VisionData, cfg: VisionConfig, *, seed: int,
     device: torch.device, ckpt_path: Path, resume: bool, writer: SummaryWriter | None, progress: bool,
 ) -> dict[str, Any]:
     """The ICs of ``model`` on its frozen backbone: sum of the ICs' cross-entropies (``cfg.ics``, Adam)."""
@@ -317,7 +319,7 @@ class RunSpec:
     config: VisionConfig
     data_dir: Path | None = None
     seed: int = 0
-    variants: tuple[ExitVariant, ...] = (ZTW, SDN)
+    variants: tuple[ExitMethod, ...] = (ZTW, SDN)
     device: str = "cpu"
     resume: bool = False
     weights: Path | None = None
@@ -377,7 +379,7 @@ def _check_out_dir(out: Path, resume: bool) -> None:
         )
 
 
-def _variant_seed(seed: int, variant: ExitVariant) -> int:
+def _variant_seed(seed: int, variant: ExitMethod) -> int:
     return seed * 1_000 + zlib.crc32(variant.name.encode()) % 1_000
 
 
@@ -438,7 +440,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
                 "relative_costs": list(costs.relative),
                 "ensemble_train": ensemble_info,
             }
-            save_torch(exits_path, exits_record(model, variant, record, {
+            write_heads_file(exits_path, exits_record(model, variant, record, {
                 "seed": spec.seed, "ic_downsample": cfg.ic_downsample, "config": cfg.to_dict(),
                 "test_summary": variants_summary[variant.name],
             }))

@@ -83,6 +83,11 @@ def test_internal_classifier_follows_weight_changes_copies_and_layout() -> None:
     torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), ic(x), rtol=1e-5, atol=1e-6)
 
 
+def test_make_internal_classifiers_takes_one_stride_per_ic() -> None:
+    heads = make_internal_classifiers([8, 12], NUM_CLASSES, stride=[2, 1])
+    assert [h.conv.stride for h in heads] == [(2, 2), (1, 1)]
+
+
 def test_make_internal_classifiers_cascade_flags() -> None:
     ztw = make_internal_classifiers([8, 12, 16], NUM_CLASSES, cascade=True)
     sdn = make_internal_classifiers([8, 12, 16], NUM_CLASSES, cascade=False)
@@ -130,6 +135,7 @@ def test_cascade_input_changes_the_next_ic() -> None:
         lambda: SDNPool(0),
         lambda: SDNPool(2)(torch.randn(3, 4)),
         lambda: make_internal_classifiers([4, 4], 5, out_channels=[4]),
+        lambda: make_internal_classifiers([4, 4], 5, stride=[1, 2, 2]),
     ],
 )
 def test_bad_input_raises_value_error(call) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ee_rl.core.method import exit_method
 from ee_rl.errors import UserError
 from ee_rl.rl.checkpoint import META_ATTR, file_sha256, save_model_atomic
 from ee_rl.rl.distill import (
@@ -26,7 +27,7 @@ from ee_rl.rl.distill import (
 )
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo
-from ee_rl.rl.policy import EarlyExitPolicy, exit_method, load_early_exit_agent
+from ee_rl.rl.policy import EarlyExitPolicy, load_early_exit_agent
 
 TINY = """
 exits:

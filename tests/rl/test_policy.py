@@ -10,17 +10,17 @@ import torch
 
 from ee_rl.core import InternalClassifier, MaxProbExit, PatienceExit
 from ee_rl.core.ensemble import AdditiveEnsemble, GeometricEnsemble
+from ee_rl.core.method import SDN, exit_method
 from ee_rl.errors import UserError
 from ee_rl.rl.checkpoint import META_ATTR, file_sha256, save_model_atomic
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo
 from ee_rl.rl.policy import (
     EarlyExitPolicy,
-    ExitMethod,
     agent_paths,
-    exit_method,
     load_early_exit_agent,
     nature_cnn_stages,
+    read_agent_heads,
     save_exit_heads,
 )
 
@@ -149,24 +149,9 @@ def test_heads_follow_the_paper_and_the_method(ppo, flags, cascade, ensemble, de
 
 def test_sdn_has_independent_heads_and_no_ensembles(ppo) -> None:
     policy = EarlyExitPolicy.from_expert(ppo.policy, exit_method("sdn"))
-    assert policy.method == ExitMethod("sdn", cascade=False, ensemble=None)
+    assert policy.method == SDN
     assert [h.cascade_in for h in policy.model.heads] == [0, 0]
     assert policy.model.ensembles is None
-
-
-@pytest.mark.parametrize(
-    ("method", "flags", "message"),
-    [
-        ("sdn", {"additive": True}, "ablations of ztw"),
-        ("ztw", {"cascade_only": True, "ensemble_only": True}, "exclude each other"),
-        ("ztw", {"cascade_only": True, "additive": True}, "removes them"),
-        ("ztw", {"ensemble_only": True, "no_stop_gradient": True}, "removes them"),
-        ("pbee", {}, "must be one of"),
-    ],
-)
-def test_invalid_method_flags_are_one_line_errors(method, flags, message) -> None:
-    with pytest.raises(UserError, match=message):
-        exit_method(method, **flags)
 
 
 def test_heads_file_round_trip_reproduces_every_exit(tmp_path, ppo, expert_zip, env_obs) -> None:
@@ -183,6 +168,11 @@ def test_heads_file_round_trip_reproduces_every_exit(tmp_path, ppo, expert_zip, 
     assert torch.equal(a.ensemble_log_probs, b.ensemble_log_probs)
     assert torch.equal(a.final_logits, b.final_logits)
     assert torch.load(path, weights_only=True)["extra"] == {"timesteps": 123}
+    # The core entries plus the agent's own: what publish_exits and the serve loader read without an expert.
+    payload = read_agent_heads(path)
+    assert (payload["game"], payload["expert_sha256"], payload["num_actions"]) == ("pong", sha, NUM_ACTIONS)
+    assert (payload["obs_shape"], payload["ic_stride"], payload["pool_size"]) == ([4, 84, 84], 4, 4)
+    assert payload["method"] == policy.method.to_dict() and payload["attach_after"] == [0, 1]
 
 
 def test_heads_against_another_expert_or_game_are_one_line_errors(tmp_path, ppo, expert_zip) -> None:
@@ -203,6 +193,31 @@ def test_heads_against_another_expert_or_game_are_one_line_errors(tmp_path, ppo,
         load_early_exit_agent(expert_zip, tmp_path / "junk.pt")
     with pytest.raises(UserError, match="not found"):
         load_early_exit_agent(expert_zip, tmp_path / "missing.pt")
+    # Heads of another kind (here: no agent fields, as in a vision heads file) are refused before the expert loads.
+    payload = {k: v for k, v in torch.load(heads, weights_only=True).items() if k not in ("game", "num_actions")}
+    torch.save(payload, tmp_path / "vision-like.pt")
+    with pytest.raises(UserError, match="another kind.*lacks game, num_actions"):
+        load_early_exit_agent(expert_zip, tmp_path / "vision-like.pt")
+    # Heads of another expert architecture (here: another IC width) are a one-line error, not a traceback.
+    wide = torch.load(heads, weights_only=True)
+    wide["heads"] = {k: torch.cat([v, v]) if k.endswith("conv.bias") else v for k, v in wide["heads"].items()}
+    torch.save(wide, tmp_path / "wide.pt")
+    with pytest.raises(UserError, match="does not fit this expert's heads"):
+        load_early_exit_agent(expert_zip, tmp_path / "wide.pt")
+
+
+@pytest.mark.parametrize("method", ["ztw", "sdn"])
+def test_shipped_pong_agent_loads(method, env_obs) -> None:
+    """The committed ``agents/Pong`` heads files (written before the core heads file) fit the committed expert."""
+    root = Path(__file__).resolve().parents[2]
+    paths = agent_paths(root / "agents" / "Pong", method)
+    policy = load_early_exit_agent(paths.expert, paths.heads, game="Pong")
+    assert policy.method.name == method and policy.game == "pong" and policy.num_ics == 2
+    assert policy.expert_sha256 == file_sha256(paths.expert)
+    out = policy.act(env_obs, MaxProbExit(0.0))  # every decision at IC 1: the loaded heads answer
+    expected = policy.all_exits(env_obs).exit_log_probs[0]
+    np.testing.assert_array_equal(out.actions, expected.argmax(-1).numpy())
+    assert out.exit_index.tolist() == [0] * env_obs.shape[0]
 
 
 def test_agent_paths_follow_the_shipped_layout() -> None:

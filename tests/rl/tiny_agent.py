@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ee_rl.core.method import exit_method
 from ee_rl.rl.checkpoint import META_ATTR, file_sha256, save_model_atomic
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo
-from ee_rl.rl.policy import EarlyExitPolicy, exit_method, save_exit_heads
+from ee_rl.rl.policy import EarlyExitPolicy, save_exit_heads
 
 GAME = "pong"
 #: Multiplies the random ICs' linear weights so that their confidences spread over (1/K, 1) instead of ~1/K.

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ee_rl.core import MaxProbExit, PerExitThresholds
+from ee_rl.core.heads_file import write_heads_file
+from ee_rl.core.method import ZTW
 from ee_rl.errors import UserError
 from ee_rl.serve.codecs import InputSpec
 from ee_rl.serve.loaders import (
@@ -22,7 +24,7 @@ from ee_rl.serve.loaders import (
 )
 from ee_rl.vision.backbones import build_backbone
 from ee_rl.vision.checkpoint import backbone_record, exits_record, save_torch
-from ee_rl.vision.methods import ZTW, build_model
+from ee_rl.vision.methods import build_model
 from tests.rl.tiny_agent import write_tiny_agent
 from tests.vision.conftest import write_cifar10
 
@@ -37,7 +39,7 @@ def _write_vision_checkpoint(out: Path) -> Path:
     })
     save_torch(out / "backbone.pt", record)
     model = build_model(ZTW, net.frozen(), net.placement, 10, torch.zeros(1, 3, 32, 32))
-    return save_torch(out / "exits-ztw.pt", exits_record(model, ZTW, record, {"seed": 0}))
+    return write_heads_file(out / "exits-ztw.pt", exits_record(model, ZTW, record, {"seed": 0}))
 
 
 def test_vision_checkpoint_serves_images_to_classes(tmp_path: Path) -> None:
@@ -54,13 +56,13 @@ def test_vision_checkpoint_serves_images_to_classes(tmp_path: Path) -> None:
 
 
 def test_agent_directory_serves_observations_to_actions(tmp_path: Path) -> None:
-    from ee_rl.rl.policy import agent_paths, read_heads_file
+    from ee_rl.rl.policy import agent_paths, read_agent_heads
 
     write_tiny_agent(tmp_path)
     served = load_agent(tmp_path, "ztw", rule=MaxProbExit(0.5))
     assert served.input_spec == InputSpec((4, 84, 84), "uint8") and served.label_name == "action"
     assert served.info["method"] == "ztw" and served.info["game"] == "pong"
-    saved = read_heads_file(agent_paths(tmp_path, "ztw").heads)["heads"]
+    saved = read_agent_heads(agent_paths(tmp_path, "ztw").heads)["heads"]
     state = served.model.heads.state_dict()
     assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
     obs = np.random.default_rng(0).integers(0, 256, (6, 4, 84, 84), dtype=np.uint8)

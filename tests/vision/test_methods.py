@@ -1,47 +1,13 @@
-"""ZTW / SDN / ablation variants and the heads they build on a staged backbone."""
+"""The heads ZTW / SDN / ablation methods build on a staged vision backbone (placement, strides, channels)."""
 
 from __future__ import annotations
 
-import itertools
-
-import pytest
 import torch
 
 from ee_rl.core import AdditiveEnsemble, GeometricEnsemble
-from ee_rl.errors import UserError
+from ee_rl.core.method import SDN, ZTW, exit_method
 from ee_rl.vision.backbones import ICPlacement, build_backbone
-from ee_rl.vision.methods import SDN, ZTW, build_model, exit_variant, variant_by_name
-
-
-def test_method_names_and_flags():
-    assert exit_variant("ztw") == ZTW and ZTW.name == "ztw"
-    assert exit_variant("sdn") == SDN and SDN.name == "sdn"
-    assert exit_variant("ztw", cascade_only=True).name == "ztw-cascade-only"
-    assert exit_variant("ztw", ensemble_only=True, additive=True).name == "ztw-ensemble-only-additive"
-    assert exit_variant("ztw", no_stop_gradient=True, additive=True).name == "ztw-additive-no-stop-gradient"
-    with pytest.raises(UserError, match="ablations of ZTW"):
-        exit_variant("sdn", additive=True)
-    with pytest.raises(UserError, match="exclude each other"):
-        exit_variant("ztw", cascade_only=True, ensemble_only=True)
-    with pytest.raises(UserError, match="unknown method"):
-        exit_variant("pbee")
-
-
-def test_every_valid_variant_name_round_trips():
-    names = set()
-    for flags in itertools.product((False, True), repeat=4):
-        try:
-            variant = exit_variant("ztw", cascade_only=flags[0], ensemble_only=flags[1], additive=flags[2],
-                                   no_stop_gradient=flags[3])
-        except UserError:
-            continue
-        assert variant_by_name(variant.name) == variant
-        names.add(variant.name)
-    assert len(names) == 8  # cascade-only excludes ensemble-only and additive; ensemble-only excludes no-stop-gradient
-    with pytest.raises(UserError):
-        variant_by_name("ztw-fast")
-    with pytest.raises(UserError, match="canonical"):
-        variant_by_name("ztw-additive-ensemble-only")
+from ee_rl.vision.methods import build_model
 
 
 def test_ztw_heads_cascade_and_ensemble_while_sdn_heads_are_independent():
@@ -53,7 +19,7 @@ def test_ztw_heads_cascade_and_ensemble_while_sdn_heads_are_independent():
     assert all(h.detach_cascade for h in ztw.heads)
     assert [h.cascade_in for h in sdn.heads] == [0] * 5 and sdn.ensembles is None
     assert all(isinstance(e, GeometricEnsemble) for e in ztw.ensembles)
-    additive = build_model(exit_variant("ztw", additive=True, no_stop_gradient=True), net.frozen(), net.placement,
+    additive = build_model(exit_method("ztw", additive=True, no_stop_gradient=True), net.frozen(), net.placement,
                            10, sample)
     assert all(isinstance(e, AdditiveEnsemble) for e in additive.ensembles)
     assert not any(h.detach_cascade for h in additive.heads)

@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from ee_rl.core import make_ensembles
+from ee_rl.core.method import ZTW, exit_method
 from ee_rl.errors import UserError
 from ee_rl.vision.backbones import build_backbone
 from ee_rl.vision.config import PhaseConfig, load_vision_config
 from ee_rl.vision.data import TensorSplit, VisionData
-from ee_rl.vision.methods import ZTW, build_model, exit_variant
+from ee_rl.vision.methods import build_model
 from ee_rl.vision.train import RunSpec, load_weights, run_epochs, train_ensembles, train_ics, train_new_head
 
 CPU = torch.device("cpu")
@@ -58,7 +59,7 @@ def test_sum_of_ic_losses_with_stop_gradient_gives_each_ic_its_own_gradient():
     net = build_backbone("small_cnn", 3, (1, 8, 8), (0.3,), (0.2,), seed=0)
     x, y = next(data.train.batches(16))
     grads = {}
-    for variant in (ZTW, exit_variant("ztw", no_stop_gradient=True)):
+    for variant in (ZTW, exit_method("ztw", no_stop_gradient=True)):
         torch.manual_seed(1)
         model = build_model(variant, net.frozen(), net.placement, 3, x[:1])
         out = model.all_exits(x)
