@@ -20,7 +20,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Pong", help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
     parser.add_argument("--agent", default=None, help="agent directory with expert.zip, exits-*.pt (agents/<Env>)")
-    parser.add_argument("--methods", default=None, help="comma-separated: ztw,sdn,pbee (config: all three)")
+    parser.add_argument("--heads-dir", default=None,
+                        help="directory of the exits-<method>.pt files (default: the agent's), e.g. ZTW ablations")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated: ztw,sdn,pbee or ZTW ablations like ztw-additive (config: ztw,sdn,pbee)")
     parser.add_argument("--thresholds", default=None, help="comma-separated thresholds in [0, 1] (config: 0.1..1.0)")
     parser.add_argument("--patience", default=None, help="comma-separated PBEE patience values (config: 1..M)")
     parser.add_argument("--episodes", type=int, default=None, help="full games per setting (config: 10)")
@@ -80,10 +83,10 @@ def main() -> None:
     if args.max_drop is not None:
         sweep.select_by_max_drop([], args.max_drop)
     agent_dir = Path(args.agent) if args.agent is not None else Path("agents") / display_name(game)
-    sweep.check_agent_files(agent_dir, settings.methods)
+    sweep.check_agent_files(agent_dir, settings.methods, args.heads_dir)
     out_dir = ensure_writable_dir(Path(args.out) if args.out is not None else sweep.default_out_dir(game))
 
-    result = sweep.run_sweep(game, agent_dir, settings, progress=not args.no_progress_bar)
+    result = sweep.run_sweep(game, agent_dir, settings, progress=not args.no_progress_bar, heads_dir=args.heads_dir)
     selections = sweep.selection_summary(result.rows, args.budget, args.max_drop)
     paths = sweep.write_sweep(result, out_dir, selections)
     if (out_dir / "expert.zip").is_file():  # an agent folder: its card shows the numbers of the files beside it

@@ -39,7 +39,7 @@ from ee_rl.core import (
 )
 from ee_rl.core.builder import build_early_exit_model
 from ee_rl.core.heads_file import heads_payload, load_heads_state, read_heads_file, write_heads_file
-from ee_rl.core.method import METHODS, ZTW, ExitMethod, exit_method
+from ee_rl.core.method import METHODS, ZTW, ExitMethod, exit_method, method_by_name
 from ee_rl.errors import UserError
 from ee_rl.rl.fast_ppo import ChannelsLastNatureCNN, scale_pixels_channels_last
 
@@ -424,10 +424,23 @@ class AgentPaths:
     heads: Path
 
 
-def agent_paths(agent_dir: str | Path, method: str) -> AgentPaths:
-    """Paths of the expert and of the heads file for ``method`` (``ztw``, ``sdn``; ``pbee`` uses the SDN heads)."""
-    if method not in AGENT_METHODS:
-        raise UserError(f"method must be one of {', '.join(AGENT_METHODS)}, got {method!r}")
+def is_agent_method(method: str) -> bool:
+    """True for a method an agent can play: ``ztw``, ``sdn``, ``pbee`` or a ZTW ablation (``ztw-additive``, ...)."""
+    if method in AGENT_METHODS:
+        return True
+    try:
+        return method_by_name(method).name == method
+    except UserError:
+        return False
+
+
+def agent_paths(agent_dir: str | Path, method: str, heads_dir: str | Path | None = None) -> AgentPaths:
+    """Paths of the expert and of the heads file for ``method`` (``ztw``, ``sdn``, a ZTW ablation such as
+    ``ztw-cascade-only``; ``pbee`` uses the SDN heads). The heads file is looked up in ``heads_dir`` if given (e.g.
+    ablations kept outside the agent folder), else beside the expert."""
+    if not is_agent_method(method):
+        raise UserError(f"method must be one of {', '.join(AGENT_METHODS)} or a ZTW ablation "
+                        f"(ztw-cascade-only, ztw-ensemble-only, ztw-additive, ztw-no-stop-gradient), got {method!r}")
     agent_dir = Path(agent_dir)
     heads_method = "sdn" if method == "pbee" else method
-    return AgentPaths(agent_dir / "expert.zip", agent_dir / f"exits-{heads_method}.pt")
+    return AgentPaths(agent_dir / "expert.zip", Path(heads_dir or agent_dir) / f"exits-{heads_method}.pt")

@@ -168,17 +168,21 @@ the expert's; KL is KL(expert ‖ exit) on the same states. "final" = mean of th
 """
 
 
-def publish_exits(run_dir: str | Path, agent_dir: str | Path) -> dict[str, Any]:
-    """Publish the heads of ``run_dir`` (a ``train_exits.py`` run) into ``agent_dir``; returns what was written.
+def publish_exits(run_dir: str | Path, agent_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Publish the heads of ``run_dir`` (a ``train_exits.py`` run) into ``out_dir`` (default ``agent_dir``); returns
+    what was written.
 
     The run's ``exits-<method>.pt`` must have been trained on ``agent_dir/expert.zip`` (same SHA-256): heads of
-    another expert would load into the folder only to be refused later. ``agent_dir/README.md`` gets (or has
-    replaced) its ``exits-<method>`` section; other sections are left as they are.
+    another expert would load into the folder only to be refused later. ``out_dir/README.md`` gets (or has
+    replaced) its ``exits-<method>`` section; other sections are left as they are. A separate ``out_dir`` keeps
+    heads that are not part of the shipped agent (ZTW ablations) beside their own card; sweep them with
+    ``scripts/sweep.py --agent AGENT_DIR --heads-dir OUT_DIR``.
     """
     from ee_rl.rl.checkpoint import file_sha256
     from ee_rl.rl.games import display_name
 
     run_dir, agent_dir = Path(run_dir), Path(agent_dir)
+    out_dir = agent_dir if out_dir is None else Path(out_dir)
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         raise UserError(f"{summary_path} not found: pass the directory of a finished train_exits.py run")
@@ -205,14 +209,15 @@ def publish_exits(run_dir: str | Path, agent_dir: str | Path) -> dict[str, Any]:
         summary, curves, heads_name, png_name, train_exits_command(summary, game, str(run_dir))
     )
     png = exits_training_png(curves, f"{game}: {method} exits, behavioural cloning on the frozen expert")
-    readme_path = agent_dir / "README.md"
-    readme = readme_path.read_text() if readme_path.is_file() else f"# {game} agent\n"
+    readme_path = out_dir / "README.md"
+    title = f"# {game} agent\n" if out_dir == agent_dir else f"# {game}: exits trained on {expert}\n"
+    readme = readme_path.read_text() if readme_path.is_file() else title
     readme = upsert_section(readme, f"exits-{method}", section)
 
-    ensure_writable_dir(agent_dir)
-    atomic_write_bytes(agent_dir / heads_name, heads_path.read_bytes())
-    atomic_write_bytes(agent_dir / png_name, png)
+    ensure_writable_dir(out_dir)
+    atomic_write_bytes(out_dir / heads_name, heads_path.read_bytes())
+    atomic_write_bytes(out_dir / png_name, png)
     atomic_write_text(readme_path, readme)
     final = {tag: curves[tag].final_mean() for tag in _exit_tags(curves, "agreement")}
-    return {"method": method, "timesteps": int(summary["timesteps"]), "heads": str(agent_dir / heads_name),
+    return {"method": method, "timesteps": int(summary["timesteps"]), "heads": str(out_dir / heads_name),
             "final_agreement": final}

@@ -66,6 +66,19 @@ def test_publish_copies_heads_and_writes_the_section(tmp_path, agent) -> None:
     assert "--method sdn --total-timesteps 3072" in body
 
 
+def test_publish_into_another_folder_leaves_the_agent_untouched(tmp_path, agent) -> None:
+    run = _fake_run(tmp_path / "run", tmp_path / "heads-sdn.pt", agent)
+    before = {p.name: p.read_bytes() for p in agent.iterdir()}
+    out = tmp_path / "ablations"
+    result = publish_exits(run, agent, out)
+    assert {p.name: p.read_bytes() for p in agent.iterdir()} == before
+    assert (out / "exits-sdn.pt").read_bytes() == (run / "exits-sdn.pt").read_bytes()
+    assert result["heads"] == str(out / "exits-sdn.pt")
+    readme = (out / "README.md").read_text()
+    assert readme.startswith(f"# Pong: exits trained on {agent / 'expert.zip'}")
+    assert list(sections(readme)) == ["exits-sdn"]
+
+
 def test_heads_of_another_expert_are_refused_and_nothing_is_written(tmp_path, agent) -> None:
     run = _fake_run(tmp_path / "run", tmp_path / "heads-sdn.pt", agent)
     other = write_tiny_agent(tmp_path / "Other", seed=1)

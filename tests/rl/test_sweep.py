@@ -325,3 +325,28 @@ def test_cli_into_an_agent_folder_updates_its_card(agent_dir, short_games, tmp_p
     text = (agent / "README.md").read_text()
     assert "<!-- section:sweep -->" in text and "`python scripts/sweep.py --env Pong --agent" in text
     assert {p.name for p in agent.iterdir()} >= {"sweep.csv", "sweep.json", "sweep.png", "README.md"}
+
+
+def test_heads_from_another_directory_play_the_same_games(result, agent_dir, short_games, tmp_path):
+    # Heads kept outside the agent folder (as ZTW ablations are) are found through heads_dir; the expert stays put.
+    heads_dir = tmp_path / "heads"
+    heads_dir.mkdir()
+    (heads_dir / "exits-ztw.pt").write_bytes((agent_dir / "exits-ztw.pt").read_bytes())
+    settings = dataclasses.replace(result.settings, methods=["ztw"])
+    again = sweep.run_sweep("Pong", agent_dir, settings, progress=False, heads_dir=heads_dir)
+    mine = [r for r in result.rows if r.method == "ztw"]
+    assert [dataclasses.replace(r, us_per_decision=0.0) for r in again.rows] == [
+        dataclasses.replace(r, us_per_decision=0.0) for r in mine
+    ]
+
+
+def test_ablation_methods_need_their_own_heads_file(agent_dir, tmp_path):
+    settings = SweepSettings(methods=["ztw-additive"]).validate()  # an ablation is a method a sweep can play
+    with pytest.raises(UserError, match=r"not found: .*exits-ztw-additive\.pt"):
+        sweep.check_agent_files(agent_dir, settings.methods, tmp_path)
+    # A file named for an ablation but holding other heads is refused, not swept under the wrong name.
+    (tmp_path / "exits-ztw-additive.pt").write_bytes((agent_dir / "exits-ztw.pt").read_bytes())
+    with pytest.raises(UserError, match="holds ztw heads, not ztw-additive"):
+        sweep.load_agents(agent_dir, settings.methods, "Pong", tmp_path)
+    with pytest.raises(UserError, match="unknown method 'ztw-bogus'"):
+        SweepSettings(methods=["ztw-bogus"]).validate()

@@ -12,24 +12,33 @@ from ee_rl.rl.policy import EarlyExitPolicy, agent_paths, load_early_exit_agent
 EXPERT = "expert"
 
 
-def check_agent_files(agent_dir: str | Path, methods: Sequence[str]) -> None:
+def check_agent_files(agent_dir: str | Path, methods: Sequence[str], heads_dir: str | Path | None = None) -> None:
     """Raise a one-line :class:`UserError` naming the first file of ``methods``' agents that does not exist."""
     for method in methods:
-        paths = agent_paths(agent_dir, method)
+        paths = agent_paths(agent_dir, method, heads_dir)
         for path in (paths.expert, paths.heads):
             if not path.is_file():
                 raise UserError(f"agent file not found: {path} (needed for method {method})")
 
 
-def load_agents(agent_dir: str | Path, methods: Sequence[str], game: str) -> dict[str, EarlyExitPolicy]:
-    """Load every method's agent first (pbee shares the sdn heads), so a missing file fails before any game."""
-    check_agent_files(agent_dir, methods)
+def load_agents(
+    agent_dir: str | Path, methods: Sequence[str], game: str, heads_dir: str | Path | None = None
+) -> dict[str, EarlyExitPolicy]:
+    """Load every method's agent first (pbee shares the sdn heads), so a missing file fails before any game.
+
+    Heads files are read from ``heads_dir`` if given, else from ``agent_dir`` (see :func:`agent_paths`).
+    """
+    check_agent_files(agent_dir, methods, heads_dir)
     loaded: dict[Path, EarlyExitPolicy] = {}
     policies = {}
     for method in methods:
-        paths = agent_paths(agent_dir, method)
+        paths = agent_paths(agent_dir, method, heads_dir)
         if paths.heads not in loaded:
-            loaded[paths.heads] = load_early_exit_agent(paths.expert, paths.heads, game=game)
+            policy = load_early_exit_agent(paths.expert, paths.heads, game=game)
+            wanted = "sdn" if method == "pbee" else method
+            if policy.method.name != wanted:  # rows are labelled by the method asked for: the file must hold it
+                raise UserError(f"{paths.heads} holds {policy.method.name} heads, not {wanted}")
+            loaded[paths.heads] = policy
         policies[method] = loaded[paths.heads]
     return policies
 

@@ -43,11 +43,13 @@ def play_settings(
     workers: int = 1,
     torch_threads: int = 1,
     agent_dir: str | Path | None = None,
+    heads_dir: str | Path | None = None,
 ) -> Iterable[tuple[Job, SweepRow]]:
     """Play every ``(method, threshold)`` job and yield ``(job, row)`` as each finishes: in order in this process
     with one worker, else in a pool of ``workers`` processes (each with ``torch_threads`` intra-op threads).
 
-    ``agent_dir`` is where a worker that cannot inherit ``agents`` (no ``fork`` on this OS) loads them from.
+    ``agent_dir`` (and ``heads_dir``, see :func:`~ee_rl.rl.sweep.agents.load_agents`) is where a worker that cannot
+    inherit ``agents`` (no ``fork`` on this OS) loads them from.
     """
     if workers == 1 or len(jobs) == 1:
         for method, threshold in jobs:
@@ -66,7 +68,7 @@ def play_settings(
             max_workers=min(workers, len(jobs)),
             mp_context=context,
             initializer=_init_worker,
-            initargs=(str(agent_dir), methods, game, torch_threads),
+            initargs=(str(agent_dir), methods, game, torch_threads, None if heads_dir is None else str(heads_dir)),
         ) as pool:
             futures = {pool.submit(_play_in_worker, m, t, game, play): (m, t) for m, t in jobs}
             for future in as_completed(futures):
@@ -75,11 +77,13 @@ def play_settings(
         _WORKER_AGENTS.clear()
 
 
-def _init_worker(agent_dir: str, methods: Sequence[str], game: str, torch_threads: int) -> None:
+def _init_worker(
+    agent_dir: str, methods: Sequence[str], game: str, torch_threads: int, heads_dir: str | None = None
+) -> None:
     """Worker start-up: one intra-op thread budget, and the agents (inherited when forked, else loaded)."""
     torch.set_num_threads(torch_threads)
     if not _WORKER_AGENTS:
-        _WORKER_AGENTS.update(load_agents(agent_dir, methods, game))
+        _WORKER_AGENTS.update(load_agents(agent_dir, methods, game, heads_dir))
 
 
 def _play_in_worker(method: str, threshold: float, game: str, play: dict[str, Any]) -> SweepRow:

@@ -29,16 +29,18 @@ def run_sweep(
     *,
     progress: bool = True,
     on_row: Callable[[SweepRow], None] | None = None,
+    heads_dir: str | Path | None = None,
 ) -> SweepResult:
     """Sweep every method and threshold of ``settings`` with the agent in ``agent_dir`` on game ``env``.
 
-    The agent directory holds ``expert.zip`` and ``exits-<method>.pt`` (see :func:`ee_rl.rl.policy.agent_paths`).
+    The agent directory holds ``expert.zip`` and ``exits-<method>.pt`` (see :func:`ee_rl.rl.policy.agent_paths`);
+    ``heads_dir``, if given, holds the heads files instead (e.g. ZTW ablations kept outside the agent folder).
     Sets torch's intra-op threads to ``settings.torch_threads`` while playing (restored after). ``on_row`` is
     called with every finished row (e.g. to log it).
     """
     settings = (settings or SweepSettings()).validate()
     game = rom_id(env)
-    policies = load_agents(agent_dir, settings.methods, game)
+    policies = load_agents(agent_dir, settings.methods, game, heads_dir)
     jobs = [(m, t) for m in settings.methods for t in setting_thresholds(m, settings, policies[m].num_ics)[:-1]]
     play = dict(
         episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.seed, sticky_prob=settings.sticky_prob
@@ -59,6 +61,7 @@ def run_sweep(
                 workers=settings.workers,
                 torch_threads=settings.torch_threads,
                 agent_dir=agent_dir,
+                heads_dir=heads_dir,
             ):
                 measured[job] = row
                 bar.set_postfix_str(f"{row.method} {row.rule}")

@@ -9,7 +9,7 @@ from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml,
 from ee_rl.core import FULL, is_patience_method
 from ee_rl.errors import UserError
 from ee_rl.rl.games import display_name, rom_id
-from ee_rl.rl.policy import AGENT_METHODS
+from ee_rl.rl.policy import AGENT_METHODS, is_agent_method
 
 DEFAULT_CONFIG = CONFIG_DIR / "sweep.yaml"
 
@@ -46,8 +46,9 @@ class SweepSettings:
         if not isinstance(self.methods, list) or not self.methods:
             raise UserError(f"methods must be a non-empty list of {', '.join(AGENT_METHODS)}, got {self.methods!r}")
         for method in self.methods:
-            if method not in AGENT_METHODS:
-                raise UserError(f"unknown method {method!r}; accepted: {', '.join(AGENT_METHODS)}")
+            if not isinstance(method, str) or not is_agent_method(method):
+                raise UserError(f"unknown method {method!r}; accepted: {', '.join(AGENT_METHODS)} or a ZTW ablation "
+                                "(ztw-cascade-only, ztw-ensemble-only, ztw-additive, ztw-no-stop-gradient)")
         if len(set(self.methods)) != len(self.methods):
             raise UserError(f"methods must not repeat, got {self.methods}")
         if not isinstance(self.thresholds, list) or not self.thresholds:
