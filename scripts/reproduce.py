@@ -23,6 +23,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted training stage")
     parser.add_argument("--agent-dir", default=None, help="agent folder (default agents/<Game>)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="sweep settings played at once, one process each (default 1; same returns)")
     return parser.parse_args()
 
 
@@ -38,13 +40,15 @@ def _relative_to_root(path: str, root: Path) -> Path:
 @cli_main
 def main() -> None:
     args = parse_args()
+    if not 1 <= args.workers <= (os.cpu_count() or 1):
+        raise UserError(f"--workers must be between 1 and this machine's {os.cpu_count()} CPUs, got {args.workers}")
     from ee_rl.rl import pipeline  # heavy imports after argument parsing
 
     root = pipeline.REPO_ROOT
     agent_dir = _relative_to_root(args.agent_dir, root) if args.agent_dir is not None else None
     if agent_dir is not None and (root / agent_dir).exists() and not (root / agent_dir).is_dir():
         raise UserError(f"--agent-dir {args.agent_dir} exists and is not a directory")
-    stages = pipeline.game_stages(args.env, agent_dir)
+    stages = pipeline.game_stages(args.env, agent_dir, sweep_workers=args.workers)
     only = pipeline.parse_stage_list(args.stages, stages) if args.stages is not None else None
     manifest_dir = pipeline.agent_folder(args.env, agent_dir) / pipeline.MANIFEST_DIR
     entries = pipeline.plan(stages, root=root, manifest_dir=manifest_dir, only=only, resume=args.resume)

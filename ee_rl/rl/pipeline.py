@@ -75,6 +75,8 @@ class Stage:
             into a scratch folder).
         resolve: ``resolve(root) -> Stage`` for ``argv is None``, called when the inputs exist.
         pending: what a stage with ``argv is None`` waits for, shown in a plan.
+        run_options: options appended when the stage runs that change how fast it runs, not what it writes (the
+            sweep's ``--workers``): shown in its command but not recorded in its manifest.
     """
 
     name: str
@@ -89,12 +91,13 @@ class Stage:
     collect: tuple[tuple[Path, Path], ...] = ()
     resolve: Callable[[Path], Stage] | None = None
     pending: str = ""
+    run_options: tuple[str, ...] = ()
 
     def command(self, resume: bool = False) -> str:
         """The command as a user would type it from the root (``python scripts/...``)."""
         if self.argv is None:
             return "(command decided when the stages before it have run)"
-        return shlex.join(["python", *self.argv, *([self.resume_flag] if resume else [])])
+        return shlex.join(["python", *self.argv, *self.run_options, *([self.resume_flag] if resume else [])])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,11 +134,13 @@ def game_stages(
     methods: Sequence[str] = ("ztw", "sdn"),
     runs_dir: str | Path = "runs",
     root: str | Path = REPO_ROOT,
+    sweep_workers: int = 1,
 ) -> list[Stage]:
     """The stages that reproduce one game's agent folder, in order; paths relative to ``root``.
 
     ``agent_dir`` defaults to ``agents/<Game>``; the exits' training runs and scratch files go under ``runs_dir``
-    (not committed). A bad game name is a :class:`UserError`. Only the game's own sections of
+    (not committed). The sweep plays ``sweep_workers`` settings at once (same returns; a run option, so changing it
+    does not make a finished sweep stale). A bad game name is a :class:`UserError`. Only the game's own sections of
     ``configs/ppo_atari.yaml`` and ``configs/sweep.yaml`` become stage settings.
     """
     from ee_rl.config import merged_section, read_yaml
@@ -205,6 +210,7 @@ def game_stages(
         "sweep",
         ("scripts/sweep.py", "--env", name, "--agent", str(agent), "--out", str(agent), "--episodes", str(episodes),
          "--budget", "0.5", "--no-progress-bar"),
+        run_options=("--workers", str(sweep_workers)) if sweep_workers > 1 else (),
         inputs=(expert, *heads_files),
         outputs=(sweep_csv, sweep_json, agent / "sweep.png"),
         params={"sweep": sweep_config},
@@ -523,7 +529,7 @@ def run_stage(
     inputs = {str(p): file_sha256(root / p) for p in stage.inputs}  # what this run reads, before it starts
     echo(f"==> {stage.name}: {stage.command(resume)}")
     started = time.time()
-    argv = [*stage.argv, *([stage.resume_flag] if resume else [])]
+    argv = [*stage.argv, *stage.run_options, *([stage.resume_flag] if resume else [])]
     returncode = runner([sys.executable, *argv], root)
     if returncode != 0:
         raise StageFailed(stage.name, returncode)
@@ -535,7 +541,7 @@ def run_stage(
         raise UserError(f"stage {stage.name} exited 0 but did not write {what}")
     manifest = {
         "stage": stage.name,
-        "argv": list(argv[: len(stage.argv)]),  # --resume continues the same run: not part of what it makes
+        "argv": list(stage.argv),  # run options and --resume do not change what the stage makes
         "params": json.loads(json.dumps(dict(stage.params))),
         "inputs": inputs,
         "outputs": {str(p): file_sha256(root / p) for p in stage.outputs},

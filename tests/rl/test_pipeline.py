@@ -6,6 +6,7 @@ folder; the real stages of a game are only planned, never run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -239,6 +240,18 @@ def test_the_plan_of_a_new_game_lists_every_stage_in_order(tmp_path):
     assert commands["card"] == f"python scripts/compare_methods.py --sweep {agent}/sweep.json --card {agent}"
     pipeline.check_plan(entries)
     assert not agent.exists()
+
+
+def test_run_options_reach_the_command_but_do_not_make_a_finished_stage_stale(root):
+    run(root)
+    faster = [dataclasses.replace(s, run_options=("--workers=2",)) for s in chain()]
+    assert set(statuses(root, faster).values()) == {pipeline.SKIP_UP_TO_DATE}
+    (root / "other.txt").write_text("edited")
+    assert run(root, faster) == ["c", "d"]
+    assert (root / "agent" / "d.txt").read_text().startswith("d --workers=2|")  # the option was passed
+    assert "--workers=2" not in json.loads((root / MANIFESTS / "d.json").read_text())["argv"]
+    sweep = {s.name: s for s in pipeline.game_stages("Qbert", sweep_workers=2)}["sweep"]
+    assert sweep.command().endswith("--no-progress-bar --workers 2")
 
 
 def test_the_sweep_plays_the_games_the_config_gives_a_game_if_more_than_twenty():
