@@ -238,7 +238,11 @@ class AtariVecEnv(VecEnv):
         raise NotImplementedError("AtariVecEnv runs its games natively; it has no per-env Python methods")
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
+        # Every game's raw score and length come back in info["episode"], as SB3's Monitor reports them; say so,
+        # so that SB3 (evaluate_policy) trusts those scores instead of warning.
+        from stable_baselines3.common.monitor import Monitor
+
+        return [issubclass(Monitor, wrapper_class) for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         raise NotImplementedError("use ee_rl.rl.video for RGB frames")
