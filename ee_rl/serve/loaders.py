@@ -166,7 +166,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", type=Path, metavar="PATH", help="vision backbone.pt (default: beside CHECKPOINT)")
     parser.add_argument("--seed", type=int, default=0, help="weights seed of --random-nature-cnn (default 0)")
     rule = parser.add_mutually_exclusive_group()
-    rule.add_argument("--threshold", type=float, help="exit when max probability > THRESHOLD (pbee: patience)")
+    rule.add_argument("--threshold", type=float,
+                      help="exit when max probability > THRESHOLD (pbee: patience); default for --agent: the cheapest "
+                           "setting of its sweep.csv within 1 point of the expert, else configs/serve.yaml's")
     rule.add_argument("--tolerance", type=float, help="SelfXit: per-exit thresholds for this accuracy-drop tolerance")
     parser.add_argument(
         "--calibration", type=Path, metavar="FILE.npy", help="unlabelled inputs the --tolerance thresholds are fit on"
@@ -174,7 +176,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def served_model_from_args(args: argparse.Namespace, default_threshold: float) -> ServedModel:
-    """Load the model chosen by :func:`add_model_arguments` flags and set its rule."""
+    """Load the model chosen by :func:`add_model_arguments` flags and set its rule.
+
+    Without ``--threshold`` or ``--tolerance``, an agent plays its recommended setting (its sweep's cheapest within
+    1 point of the expert, :func:`ee_rl.rl.agent.recommended_threshold`) when it has a ``sweep.csv``, else
+    ``default_threshold`` (PBEE: patience 1). ``info`` (shown by ``GET /health``) says which threshold is in use and
+    where it came from.
+    """
     if args.agent is not None:
         served = load_agent(args.agent, args.method)
     elif args.vision is not None:
@@ -183,10 +191,13 @@ def served_model_from_args(args: argparse.Namespace, default_threshold: float) -
         served = random_nature_cnn(args.seed)
     if args.calibration is not None and args.tolerance is None:
         raise UserError("--calibration is only used with --tolerance")
+    threshold, source = args.threshold, "--threshold"
+    if threshold is None and args.tolerance is None:
+        threshold, source = _default_threshold(args, default_threshold)
     if args.agent is not None and args.method == "pbee":
         if args.tolerance is not None:
             raise UserError("--tolerance chooses confidence thresholds; pbee uses patience: pass --threshold PATIENCE")
-        rule = rule_for_method("pbee", args.threshold if args.threshold is not None else 1.0)
+        rule = rule_for_method("pbee", threshold)
     elif args.tolerance is not None:
         calibration = None
         if args.calibration is not None:
@@ -196,10 +207,27 @@ def served_model_from_args(args: argparse.Namespace, default_threshold: float) -
             tolerance=args.tolerance,
             calibration=served.model_input(calibration) if calibration is not None else None,
         )
+        source = "--tolerance"
     else:
-        rule = serving_rule(served.model, threshold=args.threshold if args.threshold is not None else default_threshold)
-    info = {**served.info, "threshold": args.threshold, "tolerance": args.tolerance}
+        rule = serving_rule(served.model, threshold=threshold)
+    info = {**served.info, "threshold": threshold, "tolerance": args.tolerance, "rule_source": source}
     try:
         return dataclasses.replace(served, rule=rule, info=info)
     except ValueError as exc:  # the rule does not fit the model (e.g. one threshold per IC)
         raise UserError(str(exc)) from None
+
+
+def _default_threshold(args: argparse.Namespace, configured: float) -> tuple[float, str]:
+    """The threshold used when none is given, and where it comes from."""
+    if args.agent is not None and (Path(args.agent) / "sweep.csv").is_file():
+        from ee_rl.rl.agent import RECOMMENDED_MAX_DROP, recommended_threshold
+
+        try:
+            threshold = recommended_threshold(args.agent, args.method)
+        except UserError:
+            pass  # no setting of this method is within the drop: fall back to the configured threshold
+        else:
+            return threshold, f"{Path(args.agent) / 'sweep.csv'}: cheapest within {RECOMMENDED_MAX_DROP:g} point(s)"
+    if args.agent is not None and args.method == "pbee":
+        return 1.0, "default patience"
+    return configured, "configs/serve.yaml threshold"

@@ -120,3 +120,25 @@ def test_model_flags_choose_the_rule(tmp_path: Path) -> None:
     ]:
         with pytest.raises(UserError, match=words):
             served_model_from_args(_args(*argv), 0.9)
+
+
+def test_an_agent_without_a_threshold_plays_its_recommended_setting(tmp_path: Path) -> None:
+    from ee_rl.core import FULL, PatienceExit
+    from ee_rl.rl.sweep import SweepRow, write_csv
+
+    write_tiny_agent(tmp_path)
+    served = served_model_from_args(_args("--agent", str(tmp_path)), 0.9)  # no sweep.csv: the configured default
+    assert served.rule == MaxProbExit(0.9) and served.info["rule_source"] == "configs/serve.yaml threshold"
+
+    def row(method, threshold, cost, ret):
+        return SweepRow(method, threshold, "r", 10, ret, 1.0, ret, ret, cost, 0.9, 1.0, 10, (0.5, 0.2, 0.3))
+
+    write_csv([row("ztw", 0.1, 0.4, 14.0), row("ztw", 0.3, 0.6, 17.5), row("ztw", FULL, 1.0, 18.0),
+               row("pbee", 2, 0.8, 17.9), row("pbee", FULL, 1.0, 18.0)], tmp_path / "sweep.csv")
+    served = served_model_from_args(_args("--agent", str(tmp_path)), 0.9)
+    assert served.rule == MaxProbExit(0.3) and served.info["threshold"] == 0.3  # 17.5 ≥ 18 − 1; 14 is not
+    assert "sweep.csv: cheapest within 1 point" in served.info["rule_source"]
+    assert served.describe()["rule"] == repr(MaxProbExit(0.3))  # what GET /health shows is the rule in use
+    assert served_model_from_args(_args("--agent", str(tmp_path), "--method", "pbee"), 0.9).rule == PatienceExit(2)
+    given = served_model_from_args(_args("--agent", str(tmp_path), "--threshold", "0.8"), 0.9)
+    assert given.rule == MaxProbExit(0.8) and given.info["rule_source"] == "--threshold"
