@@ -35,12 +35,13 @@ def save_torch(path: str | Path, obj: Any) -> Path:
 
 
 def load_torch(path: str | Path, what: str) -> dict:
-    """``torch.load`` on CPU of a dict written by this package; unreadable files are a :class:`UserError`."""
+    """``torch.load(weights_only=True)`` on CPU of a dict written by this package (tensors and plain values only,
+    so loading a file cannot run code); unreadable or unsafe files are a :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # a user-given file never runs code
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise UserError(f"cannot read {what} {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     if not isinstance(obj, dict):
