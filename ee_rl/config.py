@@ -13,8 +13,8 @@ from ee_rl.errors import UserError
 
 T = TypeVar("T")
 
-#: Repository-level ``configs/`` directory (for a source checkout; packaged defaults are dataclass defaults).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: The YAML configs, shipped inside the package (``configs/`` at the top of the repository links here).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
