@@ -1,77 +1,7 @@
 #!/usr/bin/env python
-"""Evaluate SDN, PBEE and ZTW over one or more seeds and write the report (budget table CSV/Markdown, paired
-differences to SDN, hindsight improvability, plots).
+"""Evaluate SDN, PBEE and ZTW over one or more seeds and write the report (budget table CSV/Markdown, paired"""
 
-Example (trains what is missing, then evaluates 8 seeds):
-``python scripts/eval_vision.py --dataset digits-noisy --seeds 8 --train``
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import shlex
-import sys
-from pathlib import Path
-
-from ee_rl.errors import UserError, cli_main
-from ee_rl.vision.cli import add_common_args, apply_threads
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
-    parser.add_argument("--seeds", type=int, default=1, help="evaluate seeds 0..N-1 (default 1)")
-    parser.add_argument("--seed", type=int, default=None, help="evaluate this one seed only")
-    parser.add_argument("--methods", default="sdn,pbee,ztw",
-                        help="comma list: sdn, pbee, ztw, ztw-<ablation> (default sdn,pbee,ztw)")
-    parser.add_argument("--runs", default="runs/vision", help="parent of the per-seed run directories")
-    parser.add_argument("--out", default=None, help="report directory (default results/vision/<dataset>/)")
-    parser.add_argument("--train", action="store_true", help="train (or finish) what a seed's run lacks first")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only re-render the tables and plots in --out from its seeds.json (no evaluation)")
-    parser.add_argument("--weights", default=None, help="with --train: pretrained backbone weights")
-    parser.add_argument("--transfer", action="store_true", help="with --train --weights: new linear head first")
-    return parser.parse_args()
-
-
-@cli_main
-def main() -> None:
-    args = parse_args()
-    from ee_rl.core.method import method_by_name  # heavy imports after argument parsing
-    from ee_rl.vision.backbones import default_arch
-    from ee_rl.vision.config import load_vision_config
-    from ee_rl.vision.experiment import ExperimentSpec, evaluate_experiment, rewrite_report
-
-    apply_threads(args.threads)
-    if args.seed is None and args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise UserError("--methods is empty; e.g. --methods sdn,pbee,ztw")
-    for m in methods:
-        if m != "pbee":
-            method_by_name(m)
-    if len(set(methods)) != len(methods):
-        raise UserError(f"--methods lists a method twice: {args.methods}")
-    arch = args.arch or default_arch(args.dataset)
-    config = load_vision_config(args.config, args.dataset, arch, args.overrides)
-    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
-    out = Path(args.out) if args.out else Path("results/vision") / args.dataset
-    if args.report_only:
-        rewrite_report(out, config)
-        print((out / "budget_table.md").read_text())
-        return
-    summary = evaluate_experiment(ExperimentSpec(
-        dataset=args.dataset, arch=arch, seeds=seeds, runs_dir=Path(args.runs), out_dir=out, config=config,
-        methods=methods, data_dir=Path(args.data_dir) if args.data_dir else None, device=args.device,
-        progress=not args.no_progress_bar, train_missing=args.train,
-        weights=Path(args.weights) if args.weights else None, transfer=args.transfer,
-        command=shlex.join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-    ))
-    print((out / "budget_table.md").read_text())
-    print(json.dumps({"out": str(out), "wall_time_s": round(summary["wall_time_s"]["total"], 1)}))
-
+from ee_rl.cli.eval_vision import main
 
 if __name__ == "__main__":
     main()

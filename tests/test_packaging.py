@@ -41,3 +41,6 @@ def test_an_installed_copy_reads_its_configs_outside_the_source_tree(wheel, tmp_
                          check=True, timeout=300).stdout.split()
     assert Path(out[0]).is_relative_to(target)  # not the repository's copy
     assert out[1] == "30"  # configs/sweep.yaml's Qbert section
+    helped = subprocess.run([str(target / "bin" / "ee-rl-sweep"), "--help"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: ee-rl-sweep")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
 from types import ModuleType
 
 import torch
@@ -13,7 +12,6 @@ from ee_rl.core import EarlyExitModel, StagedBackbone, make_ensembles, make_inte
 
 NUM_CLASSES = 5
 INPUT_SHAPE = (3, 16, 16)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_tiny_backbone(seed: int = 0) -> StagedBackbone:
@@ -71,9 +69,5 @@ def random_images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def load_bench_script() -> ModuleType:
-    """Import ``scripts/bench_latency.py`` (the NatureCNN builder lives there)."""
-    spec = importlib.util.spec_from_file_location("bench_latency", ROOT / "scripts" / "bench_latency.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import the ``bench_latency`` CLI module (the NatureCNN builder lives there)."""
+    return importlib.import_module("ee_rl.cli.bench_latency")

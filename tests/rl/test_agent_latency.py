@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +16,6 @@ from ee_rl.rl.checkpoint import load_model
 from ee_rl.rl.policy import agent_paths, load_early_exit_agent
 from tests.rl.tiny_agent import shared_tiny_agent
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +92,7 @@ def test_latency_rows_and_costs_on_recorded_states(agent_dir, monkeypatch):
 
 
 def test_bench_script_agent_mode(agent_dir, tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("bench_latency_script", ROOT / "scripts" / "bench_latency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("ee_rl.cli.bench_latency")
     out = tmp_path / "bench.json"
     args = ["--agent", str(agent_dir), "--method", "sdn", "--threshold", "0.5", "--steps", "2", "--n-envs", "2",
             "--repeats", "1", "--warmup", "0", "--thread-counts", "1", "--json", str(out)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
+import importlib
 import json
 import math
 import sys
@@ -27,7 +27,6 @@ from ee_rl.rl.policy import agent_paths, load_early_exit_agent
 from ee_rl.rl.sweep import FULL, SweepRow, SweepSettings
 from tests.rl.tiny_agent import shared_tiny_agent
 
-ROOT = Path(__file__).resolve().parents[2]
 SHORT_GAME_FRAMES = 240  # 60 agent steps
 SEED = 123
 EPISODES = 2
@@ -210,10 +209,7 @@ def test_max_drop_keeps_a_setting_exactly_that_many_points_below_the_expert():
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"ee_rl.cli.{name}")
 
 
 def run_script(name: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:

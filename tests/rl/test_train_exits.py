@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -86,10 +86,7 @@ def test_kill_9_then_resume_continues_the_step_count(tmp_path, expert_zip) -> No
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("train_exits_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("ee_rl.cli.train_exits")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -17,7 +17,6 @@ from ee_rl.rl import video
 from ee_rl.rl.policy import agent_paths, load_early_exit_agent
 from tests.rl.tiny_agent import shared_tiny_agent
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
@@ -115,9 +114,7 @@ def test_record_game_writes_one_frame_per_decision_and_a_summary(agent_dir, tmp_
 
 
 def run_script(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    spec = importlib.util.spec_from_file_location("record_video_script", ROOT / "scripts" / "record_video.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("ee_rl.cli.record_video")
     monkeypatch.setattr(sys, "argv", ["record_video.py", *args])
     try:
         module.main()

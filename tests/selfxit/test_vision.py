@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -17,7 +17,6 @@ from ee_rl.selfxit.vision import run_vision_selfxit, split_tensors, vision_repor
 from ee_rl.vision.backbones import build_backbone
 from ee_rl.vision.data import load_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tiny_settings() -> SelfXitSettings:
@@ -89,10 +88,7 @@ def test_report_has_the_required_fields(digits, tmp_path: Path) -> None:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("selfxit_script", ROOT / "scripts" / "selfxit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("ee_rl.cli.selfxit")
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ IC and ensemble training, evaluation over seeds, report files, resume and every 
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -19,16 +19,12 @@ from ee_rl.vision.config import load_vision_config
 from ee_rl.vision.train import RunSpec, train_run
 from tests.vision.conftest import write_cifar10, write_tiny_imagenet
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "backbone.epochs=1", "--set", "ics.epochs=1", "--set", "ensembles.epochs=3",
         "--set", "eval_every=0", "--set", "backbone.batch_size=16", "--no-progress-bar", "--threads", "1"]
 
 
 def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"ee_rl.cli.{name}")
 
 
 def run_script(name: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:

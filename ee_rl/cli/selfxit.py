@@ -1,0 +1,99 @@
+"""SelfXit: label-free exits, calibrated per-exit thresholds from a tolerance, exit-subset selection.
+
+Vision: ``python scripts/selfxit.py --dataset digits --arch small_cnn --tolerance 0.02``
+RL:     ``python scripts/selfxit.py --env Pong --agent agents/Pong --tolerance 0.02``
+
+Writes ``report.json`` and ``report.md`` into ``--out`` (default ``results/selfxit/<dataset or game>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ee_rl.errors import UserError, cli_main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dataset", help="vision dataset (digits, digits-noisy, cifar10, ...)")
+    what.add_argument("--env", help="Atari game (Pong, ...): calibrate the agent's SDN heads")
+    parser.add_argument("--arch", default=None, help="vision backbone architecture (default: the dataset's, "
+                                                     "small_cnn on digits)")
+    parser.add_argument("--backbone", default=None, help="vision: an ee_rl backbone.pt (default: train one into "
+                                                         "runs/selfxit/<dataset>_<arch>_s<seed>/, reused if there)")
+    parser.add_argument("--agent", default=None, help="RL: directory with expert.zip and exits-sdn.pt "
+                                                      "(default agents/<Env>)")
+    parser.add_argument("--tolerance", type=float, default=None, help="tolerated accuracy drop T as a fraction "
+                                                                       "(config: 0.02)")
+    parser.add_argument("--out", default=None, help="output directory (default results/selfxit/<name>/)")
+    parser.add_argument("--config", default=None, help="YAML config (default configs/selfxit.yaml)")
+    parser.add_argument("--vision-config", default=None, help="vision recipe for the backbone "
+                                                              "(default configs/vision.yaml)")
+    parser.add_argument("--seed", type=int, default=None, help="split / heads / search seed (config: 0)")
+    parser.add_argument("--search-trials", type=int, default=None, help="Optuna trials per exit, 0 = no search")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (config: 1)")
+    parser.add_argument("--episodes", type=int, default=None, help="RL: full games per agent (config: 10)")
+    parser.add_argument("--sweep-csv", default=None, help="RL: also append the SelfXit row to this sweep.csv")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency-vs-batch-size table")
+    parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
+    return parser.parse_args()
+
+
+@cli_main
+def main() -> None:
+    args = parse_args()
+    import torch  # heavy imports after argument parsing
+
+    from ee_rl.selfxit.settings import load_settings
+
+    name = args.dataset
+    if args.env is not None:
+        from ee_rl.rl.games import display_name, rom_id
+
+        name = display_name(rom_id(args.env))
+    settings = load_settings(args.config, name)
+    for flag, field in (("tolerance", "tolerance"), ("seed", "seed"), ("search_trials", "search_trials"),
+                        ("threads", "threads"), ("episodes", "episodes")):
+        if getattr(args, flag) is not None:
+            setattr(settings, field, getattr(args, flag))
+    settings.validate()
+    torch.set_num_threads(settings.threads)
+    out_dir = Path(args.out) if args.out is not None else Path("results") / "selfxit" / name
+    command = " ".join(["python", *map(shlex.quote, sys.argv)])
+    if args.dataset is not None:
+        if args.agent is not None or args.sweep_csv is not None:
+            raise UserError("--agent and --sweep-csv are for --env (RL), not --dataset")
+        from ee_rl.selfxit.vision import run_vision_experiment
+        from ee_rl.vision.backbones import default_arch
+
+        report = run_vision_experiment(
+            args.dataset, args.arch or default_arch(args.dataset), out_dir, settings,
+            backbone_path=Path(args.backbone) if args.backbone else None, vision_config=args.vision_config,
+            latency=not args.no_latency, command=command, progress=not args.no_progress_bar,
+        )
+        print(f"{report['name']}: T = {100 * settings.tolerance:g} %, accuracy drop on the test split "
+              f"{100 * report['accuracy_drop']:.2f} % ({100 * report['backbone_accuracy']:.2f} % -> "
+              f"{100 * report['accuracy']:.2f} %), inference time {100 * report['inference_time']:.1f} % of the "
+              f"backbone's FLOPs, subset {report['subset_stages']}")
+    else:
+        if args.arch is not None or args.backbone is not None:
+            raise UserError("--arch and --backbone are for --dataset (vision), not --env")
+        from ee_rl.selfxit.rl import run_rl_experiment
+
+        report = run_rl_experiment(
+            args.env, Path(args.agent) if args.agent else Path("agents") / name, out_dir, settings,
+            latency=not args.no_latency, command=command,
+            sweep_csv=Path(args.sweep_csv) if args.sweep_csv else None, progress=not args.no_progress_bar,
+        )
+        print(f"{report['name']}: T = {100 * settings.tolerance:g} %, return {report['return']:+.2f} "
+              f"(expert {report['expert_return']:+.2f}), inference time {100 * report['inference_time']:.1f} % "
+              f"of the expert's FLOPs, subset {report['subset_stages']}")
+    print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

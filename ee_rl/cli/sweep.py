@@ -1,0 +1,103 @@
+"""Threshold-vs-return sweep of an early-exit agent on full games: ``python scripts/sweep.py --env Pong``.
+
+Writes ``sweep.csv``, ``sweep.json`` and ``sweep.png`` into ``--out`` (default ``runs/sweep/<Env>/``).
+``--budget 0.5`` picks, per method, the highest threshold costing ≤ 50 % of the expert's FLOPs; ``--max-drop 1``
+the cheapest one within 1 point of the expert's return. ``--from-csv sweep.csv`` selects from an existing table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ee_rl.errors import UserError, cli_main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="Pong", help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
+    parser.add_argument("--agent", default=None, help="agent directory with expert.zip, exits-*.pt (agents/<Env>)")
+    parser.add_argument("--heads-dir", default=None,
+                        help="directory of the exits-<method>.pt files (default: the agent's), e.g. ZTW ablations")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated: ztw,sdn,pbee or ZTW ablations like ztw-additive (config: ztw,sdn,pbee)")
+    parser.add_argument("--thresholds", default=None, help="comma-separated thresholds in [0, 1] (config: 0.1..1.0)")
+    parser.add_argument("--patience", default=None, help="comma-separated PBEE patience values (config: 1..M)")
+    parser.add_argument("--episodes", type=int, default=None, help="full games per setting (config: 10)")
+    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (config: 8)")
+    parser.add_argument("--seed", type=int, default=None, help="env seed (config: 10000)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while playing (config: 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="settings played at once, one process each (config: 1; µs per decision then share cores)")
+    parser.add_argument("--config", default=None, help="YAML config (default configs/sweep.yaml)")
+    parser.add_argument("--preset", default=None, help="a preset section of the config, e.g. quick")
+    parser.add_argument("--out", default=None, help="output directory (default runs/sweep/<Env>/)")
+    parser.add_argument("--budget", type=float, default=None, help="pick the highest threshold costing ≤ this")
+    parser.add_argument("--max-drop", type=float, default=None, help="pick the cheapest within this many points")
+    parser.add_argument("--from-csv", default=None, metavar="PATH", help="select from this sweep.csv, play nothing")
+    parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
+    return parser.parse_args()
+
+
+def _list(text: str, kind: type, flag: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated {kind.__name__}s, got {text!r}") from None
+
+
+@cli_main
+def main() -> None:
+    args = parse_args()
+    from ee_rl.io import ensure_writable_dir
+    from ee_rl.rl import sweep  # heavy imports after argument parsing
+    from ee_rl.rl.games import display_name, rom_id
+
+    if args.from_csv is not None:
+        if args.budget is None and args.max_drop is None:
+            raise UserError("--from-csv only selects: give --budget and/or --max-drop")
+        rows = sweep.read_csv(args.from_csv)
+        sweep.selection_summary(rows, args.budget, args.max_drop)  # validates both before printing
+        print(sweep.format_selection(rows, args.budget, args.max_drop))
+        return
+
+    game = rom_id(args.env)
+    settings = sweep.load_sweep_settings(args.config, game, args.preset)
+    if args.methods is not None:
+        settings.methods = _list(args.methods, str, "--methods")
+    if args.thresholds is not None:
+        settings.thresholds = _list(args.thresholds, float, "--thresholds")
+    if args.patience is not None:
+        settings.patience = _list(args.patience, int, "--patience")
+    for flag, name in (("episodes", "episodes"), ("n_envs", "n_envs"), ("seed", "seed"), ("threads", "torch_threads"),
+                       ("workers", "workers")):
+        if getattr(args, flag) is not None:
+            setattr(settings, name, getattr(args, flag))
+    settings.validate()
+    # Check everything that can be wrong before playing for minutes.
+    if args.budget is not None:
+        sweep.select_by_budget([], args.budget)
+    if args.max_drop is not None:
+        sweep.select_by_max_drop([], args.max_drop)
+    agent_dir = Path(args.agent) if args.agent is not None else Path("agents") / display_name(game)
+    sweep.check_agent_files(agent_dir, settings.methods, args.heads_dir)
+    out_dir = ensure_writable_dir(Path(args.out) if args.out is not None else sweep.default_out_dir(game))
+
+    result = sweep.run_sweep(game, agent_dir, settings, progress=not args.no_progress_bar, heads_dir=args.heads_dir)
+    selections = sweep.selection_summary(result.rows, args.budget, args.max_drop)
+    paths = sweep.write_sweep(result, out_dir, selections)
+    if (out_dir / "expert.zip").is_file():  # an agent folder: its card shows the numbers of the files beside it
+        from ee_rl.rl.sweep_card import write_sweep_section
+
+        command = shlex.join(["python", "scripts/sweep.py", *sys.argv[1:]])
+        paths.append(write_sweep_section(out_dir, result, command, args.budget, args.max_drop))
+    print(sweep.format_table(result.rows))
+    if selections:
+        print(sweep.format_selection(result.rows, args.budget, args.max_drop))
+    print(f"wrote {', '.join(str(p) for p in paths)} in {result.wall_time_s:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
