@@ -450,7 +450,7 @@ def distill_exits(
     cores; the default 1 suits the small batches here, and avoids 10x slow-downs on a busy CPU). ``make_env``
     defaults to :func:`ee_rl.rl.envs.make_atari_env`.
     """
-    from ee_rl.rl.checkpoint import file_sha256, load_model
+    from ee_rl.rl.checkpoint import file_sha256, load_model, weights_sha256
     from ee_rl.rl.envs import make_atari_env
     from ee_rl.rl.fast_ppo import tune_cpu
     from ee_rl.rl.games import display_name, rom_id
@@ -487,8 +487,8 @@ def distill_exits(
     if total_timesteps is not None:
         cfg.total_timesteps = total_timesteps
     expert = load_model(expert_path, device="cpu", game=game)
-    expert_sha = file_sha256(expert_path)
-    if resume and saved["policy"].get("expert_sha256") != expert_sha:
+    expert_sha = weights_sha256(expert)  # the expert's identity: its weights, whatever zip holds them
+    if resume and saved["policy"].get("expert_sha256") not in (expert_sha, file_sha256(expert_path)):
         raise UserError(f"{checkpoint} was trained on a different expert than {expert_path}; pass the same --expert")
     cfg.validate()
     ensure_writable_dir(run_dir / "checkpoints")

@@ -258,7 +258,7 @@ def train_expert(
     tb_dir = str(run_dir / "tb")
 
     if resume:
-        model = load_model(checkpoint, device=device, game=game)
+        model = load_model(checkpoint, device=device, game=game, fast=False)  # the run goes on with its own classes
         run_meta = meta(model)
         seed = int(run_meta.get("seed", seed))
         if config is None and "config" in run_meta:  # the run's own settings, unless told otherwise

@@ -47,6 +47,13 @@ def _fmt_hours(seconds: float) -> str:
     return f"{seconds:,.0f} s = {seconds / 3600:.2f} h"
 
 
+def expert_identity(evaluation: dict[str, Any]) -> str:
+    """How the card names the shipped expert: its weights' hash (what exits are checked against), then the file's."""
+    file_part = f"file sha256 `{evaluation['expert_sha256']}`, {evaluation['expert_bytes']:,} bytes"
+    weights = evaluation.get("expert_weights_sha256")
+    return f"weights sha256 `{weights}`; {file_part}" if weights else f"{file_part}"
+
+
 def agent_readme(
     *,
     game: str,
@@ -95,8 +102,7 @@ def agent_readme(
         checkpoint=e["checkpoint"],
         timesteps=f"{e['timesteps']:,}",
         checkpoint_sha256=e["checkpoint_sha256"],
-        expert_sha256=e["expert_sha256"],
-        expert_bytes=f"{e['expert_bytes']:,}",
+        expert_identity=expert_identity(e),
         date=e["date"],
         versions=", ".join(f"{k} {v}" for k, v in e["versions"].items()),
         eval_wall_time_s=f"{e['eval_wall_time_s']:g}",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -358,13 +358,17 @@ def policy_from_payload(
     expert_sha256: str | None,
     game: str | None,
     source: str = "heads file",
+    also_accept: Collection[str] = (),
 ) -> EarlyExitPolicy:
     """Rebuild an :class:`EarlyExitPolicy` from an expert's SB3 policy and a heads payload, checking they match.
 
-    A different expert (hash) or game than the heads were trained on is a :class:`UserError`.
+    ``expert_sha256`` is the expert's identity (its weights' hash, :func:`ee_rl.rl.checkpoint.weights_sha256`);
+    ``also_accept`` lists older identities of the same expert that heads may record (the hash of the zip file they
+    were trained from, before heads recorded weights). A different expert or game than the heads were trained on is
+    a :class:`UserError`. The rebuilt policy records ``expert_sha256``, so heads saved from it carry the weights' hash.
     """
     saved_hash = payload.get("expert_sha256")
-    if saved_hash is not None and expert_sha256 is not None and saved_hash != expert_sha256:
+    if saved_hash is not None and expert_sha256 is not None and saved_hash not in (expert_sha256, *also_accept):
         raise UserError(
             f"{source} was trained on a different expert (sha256 {saved_hash[:12]}…), not this one "
             f"({expert_sha256[:12]}…); train heads for this expert with scripts/train_exits.py"
@@ -380,7 +384,7 @@ def policy_from_payload(
         expert_policy,
         ExitMethod.from_dict(payload["method"]),
         game=saved_game if saved_game is not None else game,
-        expert_sha256=saved_hash if saved_hash is not None else expert_sha256,
+        expert_sha256=expert_sha256 if expert_sha256 is not None else saved_hash,
         ic_stride=int(payload["ic_stride"]),
         pool_size=int(payload["pool_size"]),
     )
@@ -393,10 +397,11 @@ def load_early_exit_agent(
 ) -> EarlyExitPolicy:
     """Load an expert zip and a heads file into an :class:`EarlyExitPolicy` (eval mode, on ``device``).
 
-    The heads must have been trained on this very expert (same SHA-256) and game; ``game`` (optional, e.g.
+    The heads must have been trained on this very expert (same weights: a plain-SB3 re-save of it is the same
+    expert) and game; ``game`` (optional, e.g.
     ``Pong``) is checked too. Any mismatch, missing or corrupt file is a one-line :class:`UserError`.
     """
-    from ee_rl.rl.checkpoint import file_sha256, load_model, meta
+    from ee_rl.rl.checkpoint import file_sha256, load_model, meta, weights_sha256
     from ee_rl.rl.games import rom_id
 
     payload = read_agent_heads(heads_path)
@@ -409,7 +414,8 @@ def load_early_exit_agent(
     policy = policy_from_payload(
         expert.policy,
         payload,
-        expert_sha256=file_sha256(expert_path),
+        expert_sha256=weights_sha256(expert),
+        also_accept=(file_sha256(expert_path),),
         game=rom_id(expert_game) if expert_game is not None else wanted,
         source=f"heads file {heads_path}",
     )

@@ -29,7 +29,7 @@ from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.rl.agent_card import carry_sections
-from ee_rl.rl.checkpoint import meta
+from ee_rl.rl.checkpoint import meta, saved_as_plain_sb3, weights_sha256
 from ee_rl.rl.expert import DEFAULT_CONFIG, evaluate_model, load_expert_config
 from ee_rl.rl.expert_card import EVAL_FILE, EXPERT_FILE, README_FILE, agent_readme
 from ee_rl.rl.games import display_name, rom_id
@@ -64,9 +64,12 @@ def expert_bytes(model: PPO) -> bytes:
     SB3's ``PPO.load`` insists on a ``policy.optimizer.pth`` entry (``set_parameters(exact_match=True)``), so the
     optimizer is kept but with an empty state (Adam's moments are twice the weights' size and only matter for
     further training; a model loaded from this file restarts Adam from zero if trained on). The last rollout's
-    observations are dropped too (SB3 resets the env when they are missing). Entries are deflated and carry a
-    fixed timestamp, so the same weights always give the same bytes, on whatever device ``model`` runs (torch
-    records each tensor's device in the file, so the policy is saved from the CPU). ``model`` is left unchanged.
+    observations are dropped too (SB3 resets the env when they are missing). The zip names SB3's own policy and
+    buffer classes (:func:`~ee_rl.rl.checkpoint.saved_as_plain_sb3`), so plain ``PPO.load`` reads it without ee_rl.
+    Entries are deflated with a fixed timestamp and the policy is saved from the CPU (torch records each tensor's
+    device); SB3 still pickles the memory addresses of the schedules, so the bytes vary between processes: the
+    expert's identity is its weights' hash (:func:`~ee_rl.rl.checkpoint.weights_sha256`). ``model`` is left
+    unchanged.
     """
     optimizer = model.policy.optimizer
     kept = (optimizer.state, model._last_obs, model._last_episode_starts)
@@ -77,7 +80,8 @@ def expert_bytes(model: PPO) -> bytes:
         model._last_obs = None
         model._last_episode_starts = None
         raw = io.BytesIO()
-        model.save(raw)
+        with saved_as_plain_sb3(model):
+            model.save(raw)
     finally:
         optimizer.state, model._last_obs, model._last_episode_starts = kept
         model.policy.to(device)
@@ -175,6 +179,7 @@ def publish_expert(
         raise UserError(f"the expert is {len(expert):,} bytes, over the {MAX_AGENT_FILE_BYTES:,}-byte limit for agents/")
     result["expert_sha256"] = hashlib.sha256(expert).hexdigest()
     result["expert_bytes"] = len(expert)
+    result["expert_weights_sha256"] = weights_sha256(model)  # what exits trained on this expert are checked against
 
     if log is not None:
         wall, wall_source = float(log.wall_time_s[-1]), f"training clock at the last game logged in {log.path}"

@@ -172,13 +172,13 @@ def publish_exits(run_dir: str | Path, agent_dir: str | Path, out_dir: str | Pat
     """Publish the heads of ``run_dir`` (a ``train_exits.py`` run) into ``out_dir`` (default ``agent_dir``); returns
     what was written.
 
-    The run's ``exits-<method>.pt`` must have been trained on ``agent_dir/expert.zip`` (same SHA-256): heads of
+    The run's ``exits-<method>.pt`` must have been trained on ``agent_dir/expert.zip`` (same weights): heads of
     another expert would load into the folder only to be refused later. ``out_dir/README.md`` gets (or has
     replaced) its ``exits-<method>`` section; other sections are left as they are. A separate ``out_dir`` keeps
     heads that are not part of the shipped agent (ZTW ablations) beside their own card; sweep them with
     ``scripts/sweep.py --agent AGENT_DIR --heads-dir OUT_DIR``.
     """
-    from ee_rl.rl.checkpoint import file_sha256
+    from ee_rl.rl.checkpoint import file_sha256, load_model, weights_sha256
     from ee_rl.rl.games import display_name
 
     run_dir, agent_dir = Path(run_dir), Path(agent_dir)
@@ -196,11 +196,11 @@ def publish_exits(run_dir: str | Path, agent_dir: str | Path, out_dir: str | Pat
     expert = agent_dir / "expert.zip"
     if not expert.is_file():
         raise UserError(f"{expert} not found: publish the expert first (scripts/publish_expert.py)")
-    sha = file_sha256(expert)
-    if payload.get("expert_sha256") != sha:
+    sha = weights_sha256(load_model(expert, device="cpu"))
+    if payload.get("expert_sha256") not in (sha, file_sha256(expert)):  # weights' hash, or the zip's (older heads)
         raise UserError(
             f"{heads_path} was trained on another expert (sha256 {str(payload.get('expert_sha256'))[:12]}…), not "
-            f"{expert} ({sha[:12]}…)"
+            f"{expert} (weights sha256 {sha[:12]}…)"
         )
     curves = read_scalars(run_dir / "tb")
     game = display_name(summary["game"])

@@ -6,7 +6,6 @@ loading them against another backbone is an error.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from ee_rl.core import EarlyExitModel
+from ee_rl.core.fingerprint import state_dict_sha256
 from ee_rl.core.heads_file import heads_payload, load_heads_state, load_state_strict, read_heads_file
 from ee_rl.core.method import ExitMethod
 from ee_rl.errors import UserError
@@ -49,21 +49,10 @@ def load_torch(path: str | Path, what: str) -> dict:
     return obj
 
 
-def state_hash(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the keys and exact tensor bytes of a state dict (identifies a backbone)."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
-        digest.update(key.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def backbone_record(net: StagedNet, info: dict[str, Any]) -> dict[str, Any]:
     """What ``backbone.pt`` holds: the architecture, input description, weights and ``info`` (dataset, seed, ...)."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    return {"kind": BACKBONE_KIND, "arch": net.arch, **info, "state_dict": state, "sha256": state_hash(state)}
+    return {"kind": BACKBONE_KIND, "arch": net.arch, **info, "state_dict": state, "sha256": state_dict_sha256(state)}
 
 
 def load_backbone(path: str | Path) -> tuple[StagedNet, dict[str, Any]]:

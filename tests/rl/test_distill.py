@@ -11,7 +11,7 @@ import torch
 
 from ee_rl.core.method import exit_method
 from ee_rl.errors import UserError
-from ee_rl.rl.checkpoint import META_ATTR, file_sha256, save_model_atomic
+from ee_rl.rl.checkpoint import META_ATTR, file_sha256, load_model, save_model_atomic, weights_sha256
 from ee_rl.rl.distill import (
     DistillConfig,
     agreement_with_expert,
@@ -217,7 +217,8 @@ def test_run_resume_continues_the_step_count_and_never_touches_the_expert(tmp_pa
     assert file_sha256(expert_zip) == sha
     assert set(second["final_round_metrics"]) >= {"kl/ic1", "agreement/ic2", "kl/ensemble2", "train/ic1_kl"}
     agent = load_early_exit_agent(expert_zip, out / "exits-ztw.pt")
-    assert agent.expert_sha256 == sha
+    assert agent.expert_sha256 == weights_sha256(load_model(expert_zip, device="cpu"))  # heads know the weights
+    assert torch.load(out / "exits-ztw.pt", weights_only=True)["expert_sha256"] == agent.expert_sha256
     assert list((out / "tb").glob("events.out.tfevents.*"))
     with pytest.raises(UserError, match="nothing to resume"):
         distill_exits("Pong", expert_zip, method, tmp_path / "empty", resume=True, progress_bar=False)

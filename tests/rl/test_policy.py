@@ -12,7 +12,7 @@ from ee_rl.core import InternalClassifier, MaxProbExit, PatienceExit
 from ee_rl.core.ensemble import AdditiveEnsemble, GeometricEnsemble
 from ee_rl.core.method import SDN, exit_method
 from ee_rl.errors import UserError
-from ee_rl.rl.checkpoint import META_ATTR, file_sha256, save_model_atomic
+from ee_rl.rl.checkpoint import META_ATTR, file_sha256, load_model, save_model_atomic, weights_sha256
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo
 from ee_rl.rl.policy import (
@@ -155,7 +155,7 @@ def test_sdn_has_independent_heads_and_no_ensembles(ppo) -> None:
 
 
 def test_heads_file_round_trip_reproduces_every_exit(tmp_path, ppo, expert_zip, env_obs) -> None:
-    sha = file_sha256(expert_zip)
+    sha = weights_sha256(ppo)
     policy = EarlyExitPolicy.from_expert(ppo.policy, exit_method("ztw"), game="pong", expert_sha256=sha, seed=3)
     with torch.no_grad():
         for e in policy.model.ensembles:
@@ -173,6 +173,28 @@ def test_heads_file_round_trip_reproduces_every_exit(tmp_path, ppo, expert_zip, 
     assert (payload["game"], payload["expert_sha256"], payload["num_actions"]) == ("pong", sha, NUM_ACTIONS)
     assert (payload["obs_shape"], payload["ic_stride"], payload["pool_size"]) == ([4, 84, 84], 4, 4)
     assert payload["method"] == policy.method.to_dict() and payload["attach_after"] == [0, 1]
+
+
+def test_heads_follow_the_experts_weights_not_its_zip(tmp_path, ppo, expert_zip, env_obs) -> None:
+    from stable_baselines3 import PPO
+
+    from ee_rl.rl.publish import expert_bytes
+
+    # The same weights re-saved as a plain SB3 zip (another file, other bytes) are the same expert.
+    plain = tmp_path / "expert.zip"
+    plain.write_bytes(expert_bytes(ppo))
+    assert file_sha256(plain) != file_sha256(expert_zip)
+    stock = PPO.load(plain, device="cpu")  # what a user without ee_rl's classes gets
+    assert type(stock.policy).__module__.startswith("stable_baselines3")
+    assert stock.predict(env_obs, deterministic=True)[0].tolist() == ppo.predict(env_obs, deterministic=True)[0].tolist()
+    policy = EarlyExitPolicy.from_expert(ppo.policy, exit_method("sdn"), game="pong", expert_sha256=weights_sha256(ppo))
+    heads = save_exit_heads(tmp_path / "exits-sdn.pt", policy)
+    assert load_early_exit_agent(plain, heads).expert_sha256 == weights_sha256(ppo)
+    # Older heads record the hash of the zip they were trained from: still accepted with that zip, and re-keyed.
+    legacy = EarlyExitPolicy.from_expert(ppo.policy, exit_method("sdn"), game="pong",
+                                         expert_sha256=file_sha256(expert_zip))
+    loaded = load_early_exit_agent(expert_zip, save_exit_heads(tmp_path / "legacy.pt", legacy))
+    assert loaded.expert_sha256 == weights_sha256(ppo)
 
 
 def test_heads_against_another_expert_or_game_are_one_line_errors(tmp_path, ppo, expert_zip) -> None:
@@ -213,7 +235,7 @@ def test_shipped_pong_agent_loads(method, env_obs) -> None:
     paths = agent_paths(root / "agents" / "Pong", method)
     policy = load_early_exit_agent(paths.expert, paths.heads, game="Pong")
     assert policy.method.name == method and policy.game == "pong" and policy.num_ics == 2
-    assert policy.expert_sha256 == file_sha256(paths.expert)
+    assert policy.expert_sha256 == weights_sha256(load_model(paths.expert, device="cpu"))  # the expert's identity
     out = policy.act(env_obs, MaxProbExit(0.0))  # every decision at IC 1: the loaded heads answer
     expected = policy.all_exits(env_obs).exit_log_probs[0]
     np.testing.assert_array_equal(out.actions, expected.argmax(-1).numpy())

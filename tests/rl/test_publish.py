@@ -17,6 +17,8 @@ import pytest
 import torch
 from PIL import Image
 from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
 
 from ee_rl.errors import UserError
 from ee_rl.rl import publish
@@ -73,12 +75,24 @@ def fake_evaluation(mean: float):
     return evaluate
 
 
+def test_published_expert_loads_where_ee_rl_cannot_be_imported(published):
+    out, _ = published
+    code = ("import sys; sys.modules['ee_rl'] = None\n"  # any import of ee_rl now fails
+            "from stable_baselines3 import PPO\n"
+            f"model = PPO.load({str(out / 'expert.zip')!r}, device='cpu')\n"
+            "print(type(model.policy).__module__, model.policy.action_space.n)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["stable_baselines3.common.policies", "6"]
+
+
 def test_published_expert_loads_with_plain_sb3_and_acts_like_the_checkpoint(run_dir, published):
     out, result = published
     checkpoint = run_dir / "checkpoints" / "latest.zip"
     expert = PPO.load(out / "expert.zip", device="cpu")
     original = load_model(checkpoint, device="cpu")
-    assert type(expert.policy).__name__ == "ChannelsLastCnnPolicy"
+    assert type(expert.policy) is ActorCriticCnnPolicy
+    assert expert.rollout_buffer_class is RolloutBuffer  # SB3's own classes: the zip needs nothing of ee_rl
     env = make_atari_env("pong", 2, training=False, seed=11, num_threads=1)
     try:
         obs = env.reset()

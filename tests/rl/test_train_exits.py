@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ee_rl.rl.checkpoint import META_ATTR, file_sha256, save_model_atomic
+from ee_rl.rl.checkpoint import META_ATTR, load_model, save_model_atomic, weights_sha256
 from ee_rl.rl.distill import load_checkpoint
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo
@@ -82,7 +82,7 @@ def test_kill_9_then_resume_continues_the_step_count(tmp_path, expert_zip) -> No
     assert summary["timesteps"] == steps + 16 and summary["rounds"] == steps // 16 + 1
     assert summary["config"]["n_steps"] == 8  # the run's own settings, kept by the checkpoint
     agent = load_early_exit_agent(expert_zip, out / "exits-sdn.pt", game="Pong")
-    assert agent.method.name == "sdn" and agent.expert_sha256 == file_sha256(expert_zip)
+    assert agent.method.name == "sdn" and agent.expert_sha256 == weights_sha256(load_model(expert_zip, device="cpu"))
 
 
 def _load_script():
