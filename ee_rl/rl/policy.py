@@ -422,6 +422,20 @@ def load_early_exit_agent(
     return policy.to(device)
 
 
+def rekey_heads_file(heads_path: str | Path, expert_path: str | Path) -> str:
+    """Make a heads file name its expert by the expert's weights hash (what heads record since experts are shipped
+    as plain SB3 zips), after checking it fits ``expert_path``; every other entry is kept. Returns the hash.
+
+    Older heads recorded the SHA-256 of the zip they were trained from; re-saving the expert (same weights, other
+    bytes) would orphan them, so re-key them *before* re-saving it.
+    """
+    policy = load_early_exit_agent(expert_path, heads_path)  # refuses heads of another expert
+    payload = read_agent_heads(heads_path)
+    if payload.get("expert_sha256") != policy.expert_sha256:
+        write_heads_file(heads_path, {**payload, "expert_sha256": policy.expert_sha256})
+    return str(policy.expert_sha256)
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentPaths:
     """Where a shipped agent's files are: ``agents/<Game>/expert.zip`` and ``agents/<Game>/exits-<method>.pt``."""

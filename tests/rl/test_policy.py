@@ -197,6 +197,27 @@ def test_heads_follow_the_experts_weights_not_its_zip(tmp_path, ppo, expert_zip,
     assert loaded.expert_sha256 == weights_sha256(ppo)
 
 
+def test_rekeyed_heads_survive_a_plain_re_save_of_their_expert(tmp_path, ppo, expert_zip, env_obs) -> None:
+    from ee_rl.rl.publish import expert_bytes
+    from ee_rl.rl.policy import rekey_heads_file
+
+    legacy = EarlyExitPolicy.from_expert(ppo.policy, exit_method("ztw"), game="pong",
+                                         expert_sha256=file_sha256(expert_zip), seed=5)
+    heads = save_exit_heads(tmp_path / "exits-ztw.pt", legacy, extra={"timesteps": 7})
+    before = read_agent_heads(heads)
+    assert rekey_heads_file(heads, expert_zip) == weights_sha256(ppo)
+    after = read_agent_heads(heads)
+    assert after["expert_sha256"] == weights_sha256(ppo) and after["extra"] == {"timesteps": 7}
+    assert all(torch.equal(after["heads"][k], before["heads"][k]) for k in before["heads"])
+    resaved = tmp_path / "expert.zip"
+    resaved.write_bytes(expert_bytes(ppo))  # new bytes: the old file hash would no longer match
+    loaded = load_early_exit_agent(resaved, heads)
+    assert torch.equal(loaded.all_exits(env_obs).ic_log_probs, legacy.all_exits(env_obs).ic_log_probs)
+    other = save_model_atomic(make_ppo(seed=1), tmp_path / "other.zip")
+    with pytest.raises(UserError, match="different expert"):
+        rekey_heads_file(heads, other)
+
+
 def test_heads_against_another_expert_or_game_are_one_line_errors(tmp_path, ppo, expert_zip) -> None:
     policy = EarlyExitPolicy.from_expert(
         ppo.policy, exit_method("sdn"), game="pong", expert_sha256=file_sha256(expert_zip)
