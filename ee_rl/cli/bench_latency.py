@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from ee_rl.core import measure_exit_latency
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 from ee_rl.io import atomic_write_json
 from ee_rl.rl.policy import ATARI_OBS_SHAPE as OBS_SHAPE
@@ -74,8 +76,8 @@ def bench_trained_agent(args: argparse.Namespace) -> None:
 @cli_main
 def main() -> None:
     """Parse flags, build the NatureCNN early-exit model, time it and print (and optionally save) the numbers."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=argtypes.threads, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per configuration (2000; agent: 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per configuration (200; agent: 2)")
     parser.add_argument("--actions", type=int, default=6, help="number of actions K (default 6)")
@@ -91,11 +93,12 @@ def main() -> None:
     agent.add_argument("--method", default="ztw", help="ztw, sdn or pbee (default ztw)")
     agent.add_argument("--threshold", type=float, default=0.8, help="the agent's threshold (pbee: patience)")
     agent.add_argument("--from-sweep", default=None, metavar="CSV", help="take the threshold from this sweep.csv")
-    agent.add_argument("--max-drop", type=float, default=1.0, help="with --from-sweep: cheapest within this (1.0)")
+    agent.add_argument("--max-drop", type=argtypes.non_negative, default=1.0,
+                       help="with --from-sweep: cheapest within this (1.0)")
     agent.add_argument("--thread-counts", default="1,2", help="thread counts to measure (default 1,2)")
-    agent.add_argument("--n-envs", type=int, default=8, help="parallel envs = the batched size (default 8)")
+    agent.add_argument("--n-envs", type=argtypes.n_envs, default=8, help="parallel envs = the batched size (default 8)")
     agent.add_argument("--steps", type=int, default=64, help="recorded steps of the agent (default 64)")
-    agent.add_argument("--seed", type=int, default=10_000, help="env seed for the recorded states")
+    agent.add_argument("--seed", type=argtypes.seed, default=10_000, help="env seed for the recorded states")
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 20 if args.agent is not None else 2000

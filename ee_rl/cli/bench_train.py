@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 
 
 @cli_main
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="Pong")
     parser.add_argument("--steps", type=int, default=8192, help="timed env steps per variant")
     parser.add_argument("--warmup", type=int, default=1024, help="untimed env steps first")

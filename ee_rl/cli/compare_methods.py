@@ -10,11 +10,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="agents/Pong/sweep.json",
                         help="sweep.json written by scripts/sweep.py (per-game returns; default %(default)s)")
     parser.add_argument("--a", default="ztw", help="method A (default %(default)s)")

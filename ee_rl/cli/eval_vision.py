@@ -13,15 +13,17 @@ import shlex
 import sys
 from pathlib import Path
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 from ee_rl.vision.cli import add_common_args, apply_threads
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--seeds", type=int, default=1, help="evaluate seeds 0..N-1 (default 1)")
-    parser.add_argument("--seed", type=int, default=None, help="evaluate this one seed only")
+    parser.add_argument("--seed", type=argtypes.seed, default=None, help="evaluate this one seed only")
     parser.add_argument("--methods", default="sdn,pbee,ztw",
                         help="comma list: sdn, pbee, ztw, ztw-<ablation> (default sdn,pbee,ztw)")
     parser.add_argument("--runs", default="runs/vision", help="parent of the per-seed run directories")

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import torch
 
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 from ee_rl.io import atomic_write_json
 from ee_rl.serve.load_test import ENCODINGS, run_load_test
@@ -36,7 +37,7 @@ from ee_rl.serve.settings import load_load_test_settings, load_serve_settings, o
 
 def parse_args() -> argparse.Namespace:
     """Command-line flags (None = take the config file's value)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="the server's stream URL, e.g. ws://127.0.0.1:8000/stream")
     add_model_arguments(parser)
     parser.add_argument("--config", type=Path, default=None, help="YAML config (default configs/serve.yaml)")

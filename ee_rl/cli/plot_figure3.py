@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 
 DEFAULT_SWEEPS = ("Pong=agents/Pong/sweep.csv", "Qbert=agents/Qbert/sweep.csv")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="append", default=None, metavar="GAME=PATH",
                         help=f"a game's sweep.csv, repeatable (default: {' '.join(DEFAULT_SWEEPS)})")
     parser.add_argument("--methods", default="ztw,sdn,pbee,selfxit", help="comma-separated methods to draw")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--run", required=True, help="the train_exits.py run directory (holds summary.json, tb/)")
     parser.add_argument("--agent", required=True, help="agent folder holding the expert.zip the heads were trained on")
     parser.add_argument("--out", default=None,

@@ -7,24 +7,28 @@ from __future__ import annotations
 import argparse
 import json
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--env", required=True, help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
     parser.add_argument("--checkpoint", required=True, help="PPO zip to publish, e.g. <run>/checkpoints/latest.zip")
     parser.add_argument("--out", required=True, help="agent folder to write, e.g. agents/Pong")
     curve = parser.add_mutually_exclusive_group(required=True)
     curve.add_argument("--run-dir", help="the training run's directory: its episodes.csv gives the learning curve")
     curve.add_argument("--no-curve", action="store_true", help="publish without a learning curve (no run dir needed)")
-    parser.add_argument("--episodes", type=int, default=10, help="full games to evaluate (≥ 1)")
-    parser.add_argument("--seed", type=int, default=0, help="base env seed of the evaluation (envs use seed, seed+1, ...)")
+    parser.add_argument("--episodes", type=argtypes.episodes, default=10, help="full games to evaluate (≥ 1)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0,
+                        help="base env seed of the evaluation (envs use seed, seed+1, ...)")
     parser.add_argument("--min-return", type=float, default=None, help="write nothing and fail if the mean is lower")
-    parser.add_argument("--machine", default=None, help="training machine description (default: this machine, detected)")
+    parser.add_argument("--machine", default=None,
+                        help="training machine description (default: this machine, detected)")
     parser.add_argument("--config", default=None, help="YAML config for sticky_prob (default configs/ppo_atari.yaml)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the evaluation")
+    parser.add_argument("--threads", type=argtypes.threads, default=1, help="torch intra-op threads for the evaluation")
     return parser.parse_args()
 
 

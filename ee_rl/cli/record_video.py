@@ -11,11 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Pong", help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
     parser.add_argument("--agent", default=None, help="agent directory with expert.zip, exits-*.pt (agents/<Env>)")
     parser.add_argument("--method", default="ztw", help="ztw, sdn or pbee (default ztw)")
@@ -25,7 +27,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--out", default=None, help="video file, .mp4 or .gif (default runs/video/<Env>_<method>_<rule>.mp4)"
     )
-    parser.add_argument("--seed", type=int, default=10_000, help="env seed (default 10000)")
+    parser.add_argument("--seed", type=argtypes.seed, default=10_000, help="env seed (default 10000)")
     parser.add_argument("--sticky-prob", type=float, default=0.1, help="sticky action probability (default 0.1)")
     parser.add_argument("--max-seconds", type=float, default=None, help="cut the game part of the video after this")
     parser.add_argument("--fps", type=float, default=30.0, help="video frames per second = decisions per second")

@@ -12,17 +12,19 @@ import argparse
 import os
 from pathlib import Path
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", required=True, help="game name (Seaquest, Qbert, ...) or ALE id (ALE/Pong-v5)")
     parser.add_argument("--stages", default=None, help="comma-separated stage names to run (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted training stage")
     parser.add_argument("--agent-dir", default=None, help="agent folder (default agents/<Game>)")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=argtypes.workers, default=1,
                         help="sweep settings played at once, one process each (default 1; same returns)")
     return parser.parse_args()
 
@@ -39,8 +41,6 @@ def _relative_to_root(path: str, root: Path) -> Path:
 @cli_main
 def main() -> None:
     args = parse_args()
-    if not 1 <= args.workers <= (os.cpu_count() or 1):
-        raise UserError(f"--workers must be between 1 and this machine's {os.cpu_count()} CPUs, got {args.workers}")
     from ee_rl.rl import pipeline  # heavy imports after argument parsing
 
     root = pipeline.REPO_ROOT

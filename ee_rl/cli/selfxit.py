@@ -13,11 +13,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--dataset", help="vision dataset (digits, digits-noisy, cifar10, ...)")
     what.add_argument("--env", help="Atari game (Pong, ...): calibrate the agent's SDN heads")
@@ -33,10 +35,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="YAML config (default configs/selfxit.yaml)")
     parser.add_argument("--vision-config", default=None, help="vision recipe for the backbone "
                                                               "(default configs/vision.yaml)")
-    parser.add_argument("--seed", type=int, default=None, help="split / heads / search seed (config: 0)")
+    parser.add_argument("--seed", type=argtypes.seed, default=None, help="split / heads / search seed (config: 0)")
     parser.add_argument("--search-trials", type=int, default=None, help="Optuna trials per exit, 0 = no search")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (config: 1)")
-    parser.add_argument("--episodes", type=int, default=None, help="RL: full games per agent (config: 10)")
+    parser.add_argument("--threads", type=argtypes.threads, default=None, help="torch intra-op threads (config: 1)")
+    parser.add_argument("--episodes", type=argtypes.episodes, default=None,
+                        help="RL: full games per agent (config: 10)")
     parser.add_argument("--sweep-csv", default=None, help="RL: also append the SelfXit row to this sweep.csv")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency-vs-batch-size table")
     parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import cli_main
 from ee_rl.serve.app import create_app
 from ee_rl.serve.loaders import add_model_arguments, served_model_from_args
@@ -24,7 +26,7 @@ from ee_rl.serve.settings import load_serve_settings, override
 
 def parse_args() -> argparse.Namespace:
     """Command-line flags (None = take the config file's value)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     parser.add_argument("--config", type=Path, default=None, help="YAML config (default configs/serve.yaml)")
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -34,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-items", type=int, help="most items per client batch")
     parser.add_argument("--max-body-bytes", type=int, help="largest request body / WebSocket message (bytes)")
     parser.add_argument("--max-inflight-batches", type=int, help="batches in flight per WebSocket connection")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (0 = torch default)")
+    parser.add_argument("--threads", type=argtypes.threads, help="torch intra-op threads (0 = torch default)")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     return parser.parse_args()
 

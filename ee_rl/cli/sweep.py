@@ -12,11 +12,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Pong", help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
     parser.add_argument("--agent", default=None, help="agent directory with expert.zip, exits-*.pt (agents/<Env>)")
     parser.add_argument("--heads-dir", default=None,
@@ -25,17 +27,20 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated: ztw,sdn,pbee or ZTW ablations like ztw-additive (config: ztw,sdn,pbee)")
     parser.add_argument("--thresholds", default=None, help="comma-separated thresholds in [0, 1] (config: 0.1..1.0)")
     parser.add_argument("--patience", default=None, help="comma-separated PBEE patience values (config: 1..M)")
-    parser.add_argument("--episodes", type=int, default=None, help="full games per setting (config: 10)")
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (config: 8)")
-    parser.add_argument("--seed", type=int, default=None, help="env seed (config: 10000)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads while playing (config: 1)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--episodes", type=argtypes.episodes, default=None, help="full games per setting (config: 10)")
+    parser.add_argument("--n-envs", type=argtypes.n_envs, default=None, help="parallel envs (config: 8)")
+    parser.add_argument("--seed", type=argtypes.seed, default=None, help="env seed (config: 10000)")
+    parser.add_argument("--threads", type=argtypes.threads, default=None,
+                        help="torch threads while playing (config: 1)")
+    parser.add_argument("--workers", type=argtypes.workers, default=None,
                         help="settings played at once, one process each (config: 1; µs per decision then share cores)")
     parser.add_argument("--config", default=None, help="YAML config (default configs/sweep.yaml)")
     parser.add_argument("--preset", default=None, help="a preset section of the config, e.g. quick")
     parser.add_argument("--out", default=None, help="output directory (default runs/sweep/<Env>/)")
-    parser.add_argument("--budget", type=float, default=None, help="pick the highest threshold costing ≤ this")
-    parser.add_argument("--max-drop", type=float, default=None, help="pick the cheapest within this many points")
+    parser.add_argument("--budget", type=argtypes.fraction, default=None,
+                        help="pick the highest threshold costing ≤ this")
+    parser.add_argument("--max-drop", type=argtypes.non_negative, default=None,
+                        help="pick the cheapest within this many points")
     parser.add_argument("--from-csv", default=None, metavar="PATH", help="select from this sweep.csv, play nothing")
     parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
     return parser.parse_args()

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="Pong", help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
     parser.add_argument("--expert", required=True, help="the PPO expert's zip (e.g. agents/Pong/expert.zip)")
     parser.add_argument("--method", default="ztw", choices=("ztw", "sdn"),
@@ -20,19 +22,17 @@ def parse_args() -> argparse.Namespace:
     ablations.add_argument("--ensemble-only", action="store_true", help="no cascade connections (C.1)")
     ablations.add_argument("--additive", action="store_true", help="additive instead of geometric ensembles (C.2)")
     ablations.add_argument("--no-stop-gradient", action="store_true", help="gradients flow through cascades (C.3)")
-    parser.add_argument("--total-timesteps", type=int, default=None, help="env steps in total (config: 1M)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--total-timesteps", type=argtypes.timesteps, default=None,
+                        help="env steps in total (config: 1M)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0)
     parser.add_argument("--out", default=None, help="run directory (default runs/exits/<Env>_<method>_s<seed>/)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/latest.pt")
     parser.add_argument("--config", default=None, help="YAML config (default configs/exits.yaml)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=argtypes.threads, default=1,
                         help="torch intra-op threads (default 1: the batches are small; 0 = all cores)")
     parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
-    args = parser.parse_args()
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (all cores) or a positive integer, got {args.threads}")
-    return args
+    return parser.parse_args()
 
 
 @cli_main

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import cli_main
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="Pong", help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
-    parser.add_argument("--total-timesteps", type=int, default=None, help="env steps in total (config: 10M)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (config: 8)")
+    parser.add_argument("--total-timesteps", type=argtypes.timesteps, default=None,
+                        help="env steps in total (config: 10M)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0)
+    parser.add_argument("--n-envs", type=argtypes.n_envs, default=None, help="parallel envs (config: 8)")
     parser.add_argument("--out", default=None, help="run directory (default runs/ppo/<Env>_s<seed>/)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/latest.zip")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto")

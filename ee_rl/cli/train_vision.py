@@ -11,12 +11,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from ee_rl.cli import args as argtypes
+from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
 from ee_rl.vision.cli import add_common_args, apply_threads
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--method", default="both", choices=("ztw", "sdn", "both"),
                         help="exit heads to train (PBEE uses the SDN heads); default both")
@@ -24,7 +26,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ensemble-only", action="store_true", help="ZTW ablation: ensembles of independent ICs")
     parser.add_argument("--additive", action="store_true", help="ZTW ablation: additive instead of geometric")
     parser.add_argument("--no-stop-gradient", action="store_true", help="ZTW ablation: gradients through cascade")
-    parser.add_argument("--seed", type=int, default=0, help="seed (for digits it also picks the train/test split)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0,
+                        help="seed (for digits it also picks the train/test split)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="train seeds 0..N-1, each in <runs>/<dataset>_<arch>_s<seed>/ (instead of --seed)")
     parser.add_argument("--out", default=None, help="run directory (default <runs>/<dataset>_<arch>_s<seed>/)")

@@ -1,0 +1,113 @@
+"""One set of argument checks for every command: bounded seeds, thread and worker counts, game counts and fractions,
+checked while the arguments are parsed (before any work starts or any file is created), and an argument parser
+whose errors are one line (``prog: error: ...``, exit code 2) like :func:`ee_rl.errors.cli_main`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+#: Seeds are what numpy and ALE accept: unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+#: Far beyond any real run, but small enough that a typo (an extra zero or two) is caught before it allocates.
+MAX_ENVS = 256
+MAX_EPISODES = 100_000
+MAX_TIMESTEPS = 10**10
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` that reports a bad command line in one line (no usage block) and exits with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def int_in(low: int, high: int | Callable[[], int], what: str) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]`` (``high`` may be computed when parsing, e.g. CPUs)."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        top = high() if callable(high) else high
+        if not low <= value <= top:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer in [{low}, {top:,}], got {value}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def seed(text: str) -> int:
+    """An argparse ``type`` for seeds: 0 ≤ seed < 2³²."""
+    return int_in(0, MAX_SEED, "seed")(text)
+
+
+def threads(text: str) -> int:
+    """Torch intra-op threads: 0 (= all cores, where the command allows it) up to this machine's CPUs."""
+    return int_in(0, cpu_count, "threads")(text)
+
+
+def workers(text: str) -> int:
+    """Settings played at once, one process each: 1 up to this machine's CPUs."""
+    return int_in(1, cpu_count, "workers")(text)
+
+
+def n_envs(text: str) -> int:
+    """Parallel environments: 1 to :data:`MAX_ENVS`."""
+    return int_in(1, MAX_ENVS, "n_envs")(text)
+
+
+def episodes(text: str) -> int:
+    """Full games: 1 to :data:`MAX_EPISODES`."""
+    return int_in(1, MAX_EPISODES, "episodes")(text)
+
+
+def timesteps(text: str) -> int:
+    """Env steps in total: 1 to :data:`MAX_TIMESTEPS`."""
+    return int_in(1, MAX_TIMESTEPS, "timesteps")(text)
+
+
+def fraction(text: str) -> float:
+    """A fraction in (0, 1], e.g. a budget of the expert's FLOPs (0.5 = 50 %; 7 is not 700 %)."""
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1] (0.5 = 50 %), got {text}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A finite number ≥ 0 (e.g. a tolerated drop in points)."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value

@@ -1,0 +1,48 @@
+"""Bad command lines through the real commands (subprocesses): one line on stderr, exit code 2, no traceback, and
+nothing created. Bounds come from one place (ee_rl.cli.args), so each kind of value is checked in every command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES = [
+    # (script, arguments, words the message must hold)
+    ("sweep", ["--seed=-1"], "seed must be an integer in [0, 4,294,967,295], got -1"),
+    ("sweep", ["--seed", "4294967296"], "seed must be an integer in [0, 4,294,967,295]"),
+    ("sweep", ["--threads", "100000"], "threads must be an integer in [0, "),
+    ("sweep", ["--workers", "100000"], "workers must be an integer in [1, "),
+    ("sweep", ["--workers", "0"], "workers must be an integer in [1, "),
+    ("sweep", ["--budget", "7"], "must be a fraction in (0, 1] (0.5 = 50 %), got 7"),
+    ("sweep", ["--max-drop", "-1"], "must be ≥ 0, got -1"),
+    ("sweep", ["--episodes", "0"], "episodes must be an integer in [1, "),
+    ("sweep", ["--n-envs", "many"], "expected an integer, got 'many'"),
+    ("record_video", ["--seed=-1"], "seed must be an integer"),
+    ("train_policy", ["--seed=-1"], "seed must be an integer"),
+    ("train_policy", ["--total-timesteps", "0"], "timesteps must be an integer in [1, "),
+    ("train_exits", ["--expert", "x.zip", "--seed=-1"], "seed must be an integer"),
+    ("train_exits", ["--expert", "x.zip", "--threads", "-1"], "threads must be an integer in [0, "),
+    ("train_vision", ["--dataset", "digits", "--seed=-1"], "seed must be an integer"),
+    ("publish_expert", ["--env", "Pong", "--checkpoint", "x.zip", "--out", "o", "--episodes", "0"], "episodes must"),
+    ("selfxit", ["--env", "Pong", "--threads", "100000"], "threads must be an integer in [0, "),
+    ("reproduce", ["--env", "Pong", "--workers", "100000"], "workers must be an integer in [1, "),
+    ("bench_latency", ["--threads", "100000"], "threads must be an integer in [0, "),
+    ("serve", ["--random-nature-cnn", "--threads", "100000"], "threads must be an integer in [0, "),
+]
+
+
+@pytest.mark.parametrize(("script", "argv", "words"), CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])
+def test_bad_values_are_one_line_errors_before_any_work(script, argv, words, tmp_path) -> None:
+    # From an empty directory: default outputs (runs/..., the run directory of a trainer) would land here.
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *argv],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert words in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the run directory
