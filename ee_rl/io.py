@@ -83,3 +83,46 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise UserError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
     return path
+
+
+#: The lock file a live run holds in its directory (see :class:`RunDirLock`).
+LOCK_FILE = ".lock"
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory, held by this process until :meth:`release` or until it exits.
+
+    It is an OS lock (``flock``) on ``<dir>/.lock``: the kernel drops it when the process dies, however it dies
+    (``kill -9`` included), so a lock left by a dead run is never mistaken for a live one. The file holds the
+    holder's PID, for the message another process gets.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import fcntl
+
+        self.path = ensure_writable_dir(path)
+        self._handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "unknown"
+            self._handle.close()
+            raise UserError(
+                f"{self.path} is in use by another process (pid {holder}); wait for it to finish, or use another --out"
+            ) from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(str(os.getpid()))
+        self._handle.flush()
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases the flock)."""
+        if not self._handle.closed:
+            self._handle.close()
+
+    def __enter__(self) -> RunDirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -30,3 +30,31 @@ def test_writers_leave_only_the_final_file(tmp_path) -> None:
     assert (tmp_path / "a.txt").read_bytes() == "é\n".encode()
     assert (tmp_path / "b.json").read_text() == '{\n  "x": 1\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json"]
+
+
+def test_a_run_directory_has_one_live_process(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from ee_rl.errors import UserError
+    from ee_rl.io import LOCK_FILE, RunDirLock
+
+    run = tmp_path / "run"
+    with RunDirLock(run):
+        assert (run / LOCK_FILE).read_text() == str(__import__("os").getpid())
+        # Another process on the same directory is refused, naming this one.
+        code = f"from ee_rl.io import RunDirLock; RunDirLock({str(run)!r})"
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert other.returncode != 0 and f"in use by another process (pid {__import__('os').getpid()})" in other.stderr
+    # Released: the next run takes it. A holder killed with -9 releases it too (the kernel drops the flock).
+    holder = subprocess.Popen([sys.executable, "-c", f"from ee_rl.io import RunDirLock; l = RunDirLock({str(run)!r}); "
+                               "print('held', flush=True); import time; time.sleep(60)"], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(UserError, match="in use by another process"):
+            RunDirLock(run)
+    finally:
+        holder.kill()
+        holder.wait()
+    RunDirLock(run).release()

@@ -1,6 +1,6 @@
 """One set of argument checks for every command: bounded seeds, thread and worker counts, game counts and fractions,
 checked while the arguments are parsed (before any work starts or any file is created), and an argument parser
-whose errors are one line (``prog: error: ...``, exit code 2) like :func:`ee_rl.errors.cli_main`'s.
+whose errors are one line (``error: ...``, exit code 2), as :func:`ee_rl.errors.cli_main` reports a UserError.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` that reports a bad command line in one line (no usage block) and exits with 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -35,7 +35,7 @@ from ee_rl.core import AllExits, concat_all_exits
 from ee_rl.core.method import ExitMethod
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
-from ee_rl.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+from ee_rl.io import RunDirLock, atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ee_rl.rl.policy import EarlyExitPolicy, save_exit_heads
 
 DEFAULT_CONFIG = CONFIG_DIR / "exits.yaml"
@@ -486,11 +486,15 @@ def distill_exits(
         cfg = load_distill_config(config, name)
     if total_timesteps is not None:
         cfg.total_timesteps = total_timesteps
+    if resume and cfg.total_timesteps < state.num_timesteps:
+        raise UserError(f"{checkpoint} has already trained {state.num_timesteps:,} steps: --total-timesteps "
+                        f"{cfg.total_timesteps:,} would end before it started; give at least that many")
     expert = load_model(expert_path, device="cpu", game=game)
     expert_sha = weights_sha256(expert)  # the expert's identity: its weights, whatever zip holds them
     if resume and saved["policy"].get("expert_sha256") not in (expert_sha, file_sha256(expert_path)):
         raise UserError(f"{checkpoint} was trained on a different expert than {expert_path}; pass the same --expert")
     cfg.validate()
+    lock = RunDirLock(run_dir)  # one live process per run directory; released when this function returns
     ensure_writable_dir(run_dir / "checkpoints")
     threads = tune_cpu(threads)
 
@@ -587,4 +591,5 @@ def distill_exits(
     save_exit_heads(heads_path, policy, extra={k: summary[k] for k in ("timesteps", "seed", "config", "method")})
     summary["heads"] = str(heads_path)
     atomic_write_json(run_dir / "summary.json", summary)
+    lock.release()
     return summary

@@ -16,7 +16,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
-from ee_rl.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from ee_rl.io import RunDirLock, atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.rl.checkpoint import META_ATTR, load_model, meta, save_model_atomic
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.evaluate import run_episodes
@@ -253,12 +253,15 @@ def train_expert(
         raise UserError(f"nothing to resume: {checkpoint} does not exist (run without --resume to start)")
     if not resume and checkpoint.is_file():
         raise UserError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    lock = RunDirLock(run_dir)  # one live process per run directory; released when this function returns
     ensure_writable_dir(run_dir / "checkpoints")
     threads = tune_cpu()
     tb_dir = str(run_dir / "tb")
 
     if resume:
         model = load_model(checkpoint, device=device, game=game, fast=False)  # the run goes on with its own classes
+        if n_envs is not None and n_envs != model.n_envs:
+            raise UserError(f"{checkpoint} trains with {model.n_envs} envs; a resumed run keeps them (drop --n-envs)")
         run_meta = meta(model)
         seed = int(run_meta.get("seed", seed))
         if config is None and "config" in run_meta:  # the run's own settings, unless told otherwise
@@ -332,6 +335,7 @@ def train_expert(
         **evaluation,
     }
     atomic_write_json(run_dir / "eval.json", result)
+    lock.release()
     return result
 
 

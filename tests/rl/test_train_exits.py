@@ -68,11 +68,19 @@ def test_kill_9_then_resume_continues_the_step_count(tmp_path, expert_zip) -> No
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.time() < deadline, "no checkpoint written in time"
             time.sleep(0.2)
+        # While it runs, a second process on the same directory is refused (it would truncate the live run's rows).
+        second = run_script("--env", "Pong", "--expert", str(expert_zip), "--method", "sdn", "--out", str(out),
+                            "--resume")
+        assert second.returncode == 2 and f"in use by another process (pid {proc.pid})" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     steps = load_checkpoint(checkpoint)["state"]["num_timesteps"]
     assert steps > 0 and steps % 16 == 0
+    shrink = run_script("--env", "Pong", "--expert", str(expert_zip), "--method", "sdn", "--out", str(out),
+                        "--resume", "--total-timesteps", "1")
+    assert shrink.returncode == 2 and "would end before it started" in shrink.stderr
     done = run_script("--env", "Pong", "--expert", str(expert_zip), "--method", "sdn", "--out", str(out),
                       "--resume", "--total-timesteps", str(steps + 16))
     assert done.returncode == 0, done.stderr

@@ -100,9 +100,9 @@ def _assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None
     [
         (["--env", "Pongg"], "did you mean Pong"),
         (["--env", "CartPole-v1"], "not an Atari game"),
-        (["--env", "Pong", "--total-timesteps", "0"], "positive"),
-        (["--env", "Pong", "--total-timesteps", "-5"], "positive"),
-        (["--env", "Pong", "--n-envs", "0"], "positive"),
+        (["--env", "Pong", "--total-timesteps", "0"], "timesteps must be an integer in [1, "),
+        (["--env", "Pong", "--total-timesteps", "-5"], "timesteps must be an integer in [1, "),
+        (["--env", "Pong", "--n-envs", "0"], "n_envs must be an integer in [1, "),
         (["--env", "Pong", "--eval-episodes", "0"], "positive"),
     ],
 )
@@ -135,6 +135,7 @@ def test_wrong_game_checkpoint_and_existing_checkpoint_are_never_overwritten(tmp
     before = checkpoint.read_bytes()
     _assert_user_error(run("--env", "Qbert", "--out", str(out), "--resume"), "trained on 'pong', not 'qbert'")
     _assert_user_error(run("--env", "Pong", "--out", str(out)), "already holds a checkpoint")
+    _assert_user_error(run("--env", "Pong", "--out", str(out), "--resume", "--n-envs", "3"), "a resumed run keeps them")
     assert checkpoint.read_bytes() == before
 
 
