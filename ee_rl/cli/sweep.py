@@ -42,8 +42,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-drop", type=argtypes.non_negative, default=None,
                         help="pick the cheapest within this many points")
     parser.add_argument("--from-csv", default=None, metavar="PATH", help="select from this sweep.csv, play nothing")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish an interrupted sweep in --out: play only the settings it did not finish")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the sweep already in --out (needed when --out holds sweep files)")
     parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the sweep in --out, --overwrite replaces it: give one of them")
+    return args
 
 
 def _list(text: str, kind: type, flag: str) -> list:
@@ -88,9 +95,26 @@ def main() -> None:
         sweep.select_by_max_drop([], args.max_drop)
     agent_dir = Path(args.agent) if args.agent is not None else Path("agents") / display_name(game)
     sweep.check_agent_files(agent_dir, settings.methods, args.heads_dir)
-    out_dir = ensure_writable_dir(Path(args.out) if args.out is not None else sweep.default_out_dir(game))
+    out_dir = Path(args.out) if args.out is not None else sweep.default_out_dir(game)
+    progress_file = out_dir / sweep.PROGRESS_FILE
+    if progress_file.is_file() and not (args.resume or args.overwrite):
+        raise UserError(f"{out_dir} holds an interrupted sweep ({progress_file.name}): --resume to finish it, "
+                        "--overwrite to start over")
+    if args.resume and not progress_file.is_file():
+        raise UserError(f"nothing to resume: {progress_file} does not exist")
+    done = sweep.read_progress_rows(out_dir, game, settings) if args.resume else []
+    if args.out is not None and (out_dir / "sweep.csv").is_file() and not (args.overwrite or args.resume):
+        # An explicit --out may be a committed folder (agents/<Game>): never replace its results unasked.
+        raise UserError(f"{out_dir} already holds a sweep (sweep.csv): --overwrite to replace it")
+    ensure_writable_dir(out_dir)
+    if args.overwrite:
+        progress_file.unlink(missing_ok=True)
+    sweep.start_progress(out_dir, game, settings)
 
-    result = sweep.run_sweep(game, agent_dir, settings, progress=not args.no_progress_bar, heads_dir=args.heads_dir)
+    result = sweep.run_sweep(
+        game, agent_dir, settings, progress=not args.no_progress_bar, heads_dir=args.heads_dir, done=done,
+        on_row=lambda row: sweep.append_progress_row(out_dir, row),
+    )
     selections = sweep.selection_summary(result.rows, args.budget, args.max_drop)
     paths = sweep.write_sweep(result, out_dir, selections)
     if (out_dir / "expert.zip").is_file():  # an agent folder: its card shows the numbers of the files beside it
@@ -101,7 +125,9 @@ def main() -> None:
     print(sweep.format_table(result.rows))
     if selections:
         print(sweep.format_selection(result.rows, args.budget, args.max_drop))
-    print(f"wrote {', '.join(str(p) for p in paths)} in {result.wall_time_s:.0f} s")
+    progress_file.unlink()  # every row is in sweep.csv / sweep.json now
+    print(f"wrote {', '.join(str(p) for p in paths)} in {result.wall_time_s:.0f} s"
+          + (f" ({len(done)} setting(s) kept from the interrupted sweep)" if done else ""))
 
 
 if __name__ == "__main__":

@@ -210,7 +210,8 @@ def game_stages(
         "sweep",
         ("scripts/sweep.py", "--env", name, "--agent", str(agent), "--out", str(agent), "--episodes", str(episodes),
          "--budget", "0.5", "--no-progress-bar"),
-        run_options=("--workers", str(sweep_workers)) if sweep_workers > 1 else (),
+        # The pipeline reruns a sweep only when its inputs changed: replacing the old one is the point.
+        run_options=("--overwrite", *(("--workers", str(sweep_workers)) if sweep_workers > 1 else ())),
         inputs=(expert, *heads_files),
         outputs=(sweep_csv, sweep_json, agent / "sweep.png"),
         params={"sweep": sweep_config},

@@ -251,7 +251,7 @@ def test_run_options_reach_the_command_but_do_not_make_a_finished_stage_stale(ro
     assert (root / "agent" / "d.txt").read_text().startswith("d --workers=2|")  # the option was passed
     assert "--workers=2" not in json.loads((root / MANIFESTS / "d.json").read_text())["argv"]
     sweep = {s.name: s for s in pipeline.game_stages("Qbert", sweep_workers=2)}["sweep"]
-    assert sweep.command().endswith("--no-progress-bar --workers 2")
+    assert sweep.command().endswith("--no-progress-bar --overwrite --workers 2")
 
 
 def test_the_sweep_plays_the_games_the_config_gives_a_game_if_more_than_twenty():

@@ -346,3 +346,61 @@ def test_ablation_methods_need_their_own_heads_file(agent_dir, tmp_path):
         sweep.load_agents(agent_dir, settings.methods, "Pong", tmp_path)
     with pytest.raises(UserError, match="unknown method 'ztw-bogus'"):
         SweepSettings(methods=["ztw-bogus"]).validate()
+
+
+def test_an_existing_sweep_is_replaced_only_when_asked_and_the_progress_file_goes(
+    agent_dir, short_games, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    agent = tmp_path / "agent"
+    shutil.copytree(agent_dir, agent)
+    args = ["--env", "Pong", "--agent", str(agent), "--out", str(agent), "--methods", "ztw", "--thresholds", "0.5",
+            "--episodes", "1", "--n-envs", "1", "--no-progress-bar"]
+    assert run_script("sweep", args, monkeypatch, capsys)[0] == 0
+    assert not (agent / sweep.PROGRESS_FILE).exists()  # finished: every row is in sweep.csv
+    before = (agent / "sweep.csv").read_bytes()
+    code, _, err = run_script("sweep", args, monkeypatch, capsys)
+    assert code == 2 and "already holds a sweep (sweep.csv): --overwrite to replace it" in err
+    assert (agent / "sweep.csv").read_bytes() == before
+    assert run_script("sweep", [*args, "--overwrite"], monkeypatch, capsys)[0] == 0
+    code, _, err = run_script("sweep", [*args, "--resume"], monkeypatch, capsys)
+    assert code == 2 and "nothing to resume" in err
+
+
+def test_an_interrupted_sweep_keeps_its_finished_settings_and_resume_plays_only_the_rest(
+    result, agent_dir, short_games, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = result.settings
+    sweep.start_progress(out, "pong", settings)
+    finished: list[SweepRow] = []
+
+    def interrupt_after_two(row: SweepRow) -> None:
+        sweep.append_progress_row(out, row)
+        finished.append(row)
+        if len(finished) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the sweep
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep("Pong", agent_dir, settings, progress=False, on_row=interrupt_after_two)
+    kept = sweep.read_progress_rows(out, "pong", settings)
+    assert kept == finished
+    with pytest.raises(UserError, match="progress of another sweep"):
+        sweep.read_progress_rows(out, "pong", dataclasses.replace(settings, episodes=settings.episodes + 1))
+    # The CLI refuses to start over it unasked; --resume plays only the settings not yet played.
+    args = ["--env", "Pong", "--agent", str(agent_dir), "--out", str(out), "--methods", "ztw,pbee",
+            "--thresholds", "0.5", "--patience", "1", "--episodes", str(EPISODES), "--n-envs", "2",
+            "--seed", str(SEED), "--no-progress-bar"]
+    code, _, err = run_script("sweep", args, monkeypatch, capsys)
+    assert code == 2 and "holds an interrupted sweep" in err
+    played: list[SweepRow] = []
+    monkeypatch.setattr(sweep, "append_progress_row", lambda out_dir, row: played.append(row))
+    code, stdout, _ = run_script("sweep", [*args, "--resume"], monkeypatch, capsys)
+    assert code == 0 and "(2 setting(s) kept from the interrupted sweep)" in stdout
+    assert len(played) == len(result.rows) - len(settings.methods) + 1 - 2  # settings + the expert, minus the kept
+    rows = sweep.read_json(out / "sweep.json")
+    assert [dataclasses.replace(r, us_per_decision=0.0) for r in rows] == [
+        dataclasses.replace(r, us_per_decision=0.0) for r in result.rows
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ee_rl.errors import UserError
 from ee_rl.io import atomic_save_figure, atomic_write_json, atomic_write_text
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.sweep.rows import RETURNS_ORDER, SweepResult, SweepRow, rows_by_method
+from ee_rl.rl.sweep.settings import SweepSettings
 
 #: Every CSV has these columns, then ``exit_rate_1 .. exit_rate_M`` and ``exit_rate_final``.
 CSV_COLUMNS = (
@@ -114,17 +116,64 @@ def read_json(path: str | Path) -> list[SweepRow]:
     try:
         data = json.loads(path.read_text())
         slot_order = data.get("returns_order") == RETURNS_ORDER
-        return [
-            SweepRow(**{
-                **r,
-                "threshold": FULL if r["threshold"] is None else float(r["threshold"]),
-                "exit_rates": tuple(r["exit_rates"]),
-                "returns": tuple(r.get("returns", ())) if slot_order else (),
-            })
-            for r in data["rows"]
-        ]
+        return [SweepRow.from_dict(r, keep_returns=slot_order) for r in data["rows"]]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"{path} is not a sweep.json written by scripts/sweep.py ({error})") from None
+
+
+#: A sweep in progress: a header line (game and settings), then one JSON line per finished setting. Removed once
+#: the sweep's files are written.
+PROGRESS_FILE = "sweep.rows.jsonl"
+#: Settings that change what a row measures (workers and threads change only the µs).
+_RESULT_SETTINGS = ("methods", "thresholds", "patience", "episodes", "n_envs", "sticky_prob", "seed")
+
+
+def _progress_header(game: str, settings: SweepSettings) -> dict[str, Any]:
+    return {"game": game, "settings": {k: getattr(settings, k) for k in _RESULT_SETTINGS}}
+
+
+def start_progress(out_dir: str | Path, game: str, settings: SweepSettings) -> Path:
+    """Start ``out_dir``'s progress file (its header) unless an interrupted sweep's is there to be continued."""
+    path = Path(out_dir) / PROGRESS_FILE
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(_progress_header(game, settings)) + "\n")
+    return path
+
+
+def append_progress_row(out_dir: str | Path, row: SweepRow) -> None:
+    """Append one finished setting to ``out_dir``'s progress file and flush it to disk, so that an interrupted sweep
+    keeps every setting it finished (``scripts/sweep.py --resume`` plays only the others)."""
+    with open(Path(out_dir) / PROGRESS_FILE, "a") as handle:
+        handle.write(json.dumps(row.to_dict()) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_progress_rows(out_dir: str | Path, game: str, settings: SweepSettings) -> list[SweepRow]:
+    """The settings an interrupted sweep of the same game and settings finished ([] if there is none).
+
+    A torn last line (a kill mid-write) is dropped; another game or other settings are a :class:`UserError`
+    (their rows would not be comparable with the ones still to play).
+    """
+    path = Path(out_dir) / PROGRESS_FILE
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except ValueError:
+        header = None
+    expected = json.loads(json.dumps(_progress_header(game, settings)))
+    if header != expected:
+        raise UserError(f"{path} is the progress of another sweep (game or settings differ); delete it to start over")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            rows.append(SweepRow.from_dict(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            if number < len(lines):
+                raise UserError(f"{path} line {number} is not a sweep row; delete the file to start over") from None
+    return rows
 
 
 def plot_sweep(rows: Sequence[SweepRow], path: str | Path, title: str | None = None) -> Path:

@@ -51,6 +51,8 @@ def play_settings(
     ``agent_dir`` (and ``heads_dir``, see :func:`~ee_rl.rl.sweep.agents.load_agents`) is where a worker that cannot
     inherit ``agents`` (no ``fork`` on this OS) loads them from.
     """
+    if not jobs:
+        return
     if workers == 1 or len(jobs) == 1:
         for method, threshold in jobs:
             yield (method, threshold), play_setting(agents, method, threshold, game, play)

@@ -49,6 +49,16 @@ class SweepRow:
         """The same measurements under another method's name (the full policy is shared by every method)."""
         return dataclasses.replace(self, method=method, rule=rule_label(method, self.threshold))
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], keep_returns: bool = True) -> SweepRow:
+        """The row :meth:`to_dict` wrote (``keep_returns=False`` drops the per-game returns)."""
+        return cls(**{
+            **d,
+            "threshold": FULL if d["threshold"] is None else float(d["threshold"]),
+            "exit_rates": tuple(d["exit_rates"]),
+            "returns": tuple(d.get("returns", ())) if keep_returns else (),
+        })
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the full policy's threshold is ``null`` (JSON has no infinity)."""
         d = dataclasses.asdict(self)

@@ -8,7 +8,7 @@ numbers (except the µs).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -30,11 +30,14 @@ def run_sweep(
     progress: bool = True,
     on_row: Callable[[SweepRow], None] | None = None,
     heads_dir: str | Path | None = None,
+    done: Sequence[SweepRow] = (),
 ) -> SweepResult:
     """Sweep every method and threshold of ``settings`` with the agent in ``agent_dir`` on game ``env``.
 
     The agent directory holds ``expert.zip`` and ``exits-<method>.pt`` (see :func:`ee_rl.rl.policy.agent_paths`);
     ``heads_dir``, if given, holds the heads files instead (e.g. ZTW ablations kept outside the agent folder).
+    ``done`` are rows of settings already played (an interrupted sweep's): those settings are not played again
+    (``on_row`` is called only for the new ones). The result's ``wall_time_s`` counts this call only.
     Sets torch's intra-op threads to ``settings.torch_threads`` while playing (restored after). ``on_row`` is
     called with every finished row (e.g. to log it).
     """
@@ -49,12 +52,13 @@ def run_sweep(
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.torch_threads)
     start = time.time()
-    measured: dict[Job, SweepRow] = {}
+    measured: dict[Job, SweepRow] = {(r.method, r.threshold): r for r in done}
+    todo = [job for job in [(EXPERT, FULL), *jobs] if job not in measured]
     try:
-        bar = tqdm(total=len(jobs) + 1, desc=f"sweep {display_name(game)}", unit="setting", disable=not progress)
+        bar = tqdm(total=len(todo), desc=f"sweep {display_name(game)}", unit="setting", disable=not progress)
         with bar:
             for job, row in play_settings(
-                [(EXPERT, FULL), *jobs],
+                todo,
                 policies,
                 game,
                 play,
