@@ -68,6 +68,32 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def check_dir_writable(path: str | Path) -> Path:
+    """Check that ``path`` is, or could be created as, a writable directory, without creating anything."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "exists and is not a directory" if probe == path else f"cannot be created: {probe} is not a directory"
+        raise UserError(f"output path {path} {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"output directory {path} is not writable ({probe} does not allow writing)")
+    return path
+
+
+def check_file_writable(path: str | Path) -> Path:
+    """Check, before any work and without creating anything, that a file could be written at ``path`` (not an
+    existing directory; its folder is, or could be created as, a writable directory)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output file {path} is an existing directory; give a file name")
+    check_dir_writable(path.parent)
+    return path
+
+
 def ensure_writable_dir(path: str | Path) -> Path:
     """Create ``path`` if needed and check it is a writable directory; otherwise a :class:`UserError`."""
     path = Path(path)

@@ -33,6 +33,12 @@ CASES = [
     ("reproduce", ["--env", "Pong", "--workers", "100000"], "workers must be an integer in [1, "),
     ("bench_latency", ["--threads", "100000"], "threads must be an integer in [0, "),
     ("serve", ["--random-nature-cnn", "--threads", "100000"], "threads must be an integer in [0, "),
+    ("record_video", ["--threshold", "1.5"], "--threshold must be a probability in [0, 1] or 'full' for ztw"),
+    ("record_video", ["--out", "/etc/passwd/game.mp4"], "output path /etc/passwd exists and is not a directory"),
+    ("sweep", ["--from-csv", str(ROOT / "agents" / "Pong" / "sweep.csv"), "--env", "Qbert", "--max-drop", "1"],
+     "is a sweep of Pong, not of Qbert"),
+    ("load_test", ["--url", "ws://127.0.0.1:9/stream", "--random-nature-cnn", "--json", "/etc/passwd/report.json"],
+     "output path /etc/passwd exists and is not a directory"),
 ]
 
 

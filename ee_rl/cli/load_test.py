@@ -22,7 +22,7 @@ import torch
 
 from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
-from ee_rl.io import atomic_write_json
+from ee_rl.io import atomic_write_json, check_file_writable
 from ee_rl.serve.load_test import ENCODINGS, run_load_test
 from ee_rl.serve.loaders import (
     add_model_arguments,
@@ -85,6 +85,8 @@ def main() -> None:
     override(settings, clients=args.clients, batches=args.batches, batch_size=args.batch_size, inputs=args.inputs,
              timeout_s=args.timeout_s)
     settings.validate()
+    if args.json is not None:
+        check_file_writable(args.json)  # before minutes of load, not after
     torch.set_num_threads(1)  # the server needs the cores; the offline reference is computed once
     served = served_model_from_args(args, load_serve_settings(args.config).threshold)
     check_same_model(http_url(args.url), served)

@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     from ee_rl.core import rule_for_method
+    from ee_rl.io import check_file_writable
     from ee_rl.rl import sweep, video  # heavy imports after argument parsing
     from ee_rl.rl.games import display_name, rom_id
     from ee_rl.rl.policy import AGENT_METHODS
@@ -53,6 +54,8 @@ def main() -> None:
             threshold = float(args.threshold)
         except ValueError:
             raise UserError(f"--threshold must be a number or 'full', got {args.threshold!r}") from None
+    if args.method != "pbee" and threshold != sweep.FULL and not 0 <= threshold <= 1:
+        raise UserError(f"--threshold must be a probability in [0, 1] or 'full' for {args.method}, got {threshold:g}")
     rule = rule_for_method(args.method, threshold)
     label = sweep.rule_label(args.method, threshold)
     agent_dir = Path(args.agent) if args.agent is not None else Path("agents") / display_name(game)
@@ -60,6 +63,7 @@ def main() -> None:
     out = Path(args.out) if args.out is not None else Path("runs") / "video" / default_name
     if out.suffix.lower() not in video.VIDEO_SUFFIXES:
         raise UserError(f"--out must end in {' or '.join(video.VIDEO_SUFFIXES)}, got {out.name}")
+    check_file_writable(out)  # before the game is played, not after
     policy = sweep.load_agents(agent_dir, [args.method], game)[args.method]
 
     recording = video.record_game(

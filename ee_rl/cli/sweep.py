@@ -8,6 +8,7 @@ the cheapest one within 1 point of the expert's return. ``--from-csv sweep.csv``
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from ee_rl.errors import UserError, cli_main
 
 def parse_args() -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="Pong", help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5)")
+    parser.add_argument("--env", default=None,
+                        help="game name (Pong, Qbert, ...) or ALE id (ALE/Pong-v5); default Pong")
     parser.add_argument("--agent", default=None, help="agent directory with expert.zip, exits-*.pt (agents/<Env>)")
     parser.add_argument("--heads-dir", default=None,
                         help="directory of the exits-<method>.pt files (default: the agent's), e.g. ZTW ablations")
@@ -71,11 +73,16 @@ def main() -> None:
         if args.budget is None and args.max_drop is None:
             raise UserError("--from-csv only selects: give --budget and/or --max-drop")
         rows = sweep.read_csv(args.from_csv)
+        recorded = Path(args.from_csv).with_name("sweep.json")  # the CSV has no game column; its JSON twin does
+        if args.env is not None and recorded.is_file():
+            game = json.loads(recorded.read_text()).get("game")
+            if game is not None and game != rom_id(args.env):
+                raise UserError(f"{args.from_csv} is a sweep of {display_name(game)}, not of {args.env}")
         sweep.selection_summary(rows, args.budget, args.max_drop)  # validates both before printing
         print(sweep.format_selection(rows, args.budget, args.max_drop))
         return
 
-    game = rom_id(args.env)
+    game = rom_id(args.env or "Pong")
     settings = sweep.load_sweep_settings(args.config, game, args.preset)
     if args.methods is not None:
         settings.methods = _list(args.methods, str, "--methods")

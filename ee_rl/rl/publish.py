@@ -27,7 +27,13 @@ from stable_baselines3 import PPO
 
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
-from ee_rl.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
+from ee_rl.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_dir_writable,
+    ensure_writable_dir,
+)
 from ee_rl.rl.agent_card import carry_sections
 from ee_rl.rl.checkpoint import meta, saved_as_plain_sb3, weights_sha256
 from ee_rl.rl.expert import DEFAULT_CONFIG, evaluate_model, load_expert_config
@@ -95,22 +101,6 @@ def expert_bytes(model: PPO) -> bytes:
     return packed.getvalue()
 
 
-def check_out_dir(path: str | Path) -> Path:
-    """Check that ``path`` is, or could be created as, a writable directory, without creating anything."""
-    path = Path(path)
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        what = "exists and is not a directory" if probe == path else f"cannot be created: {probe} is not a directory"
-        raise UserError(f"output path {path} {what}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"output directory {path} is not writable ({probe} does not allow writing)")
-    return path
-
-
 def publish_expert(
     env: str,
     checkpoint: str | Path,
@@ -141,7 +131,7 @@ def publish_expert(
     if min_return is not None and not np.isfinite(min_return):
         raise UserError(f"min return must be a finite number, got {min_return}")
     device = str(resolve_device(device))
-    check_out_dir(out)
+    check_dir_writable(out)
     file_config = load_expert_config(config, game)
     model, checkpoint_sha256 = load_checkpoint_snapshot(checkpoint, game, device)
     run_meta = meta(model)
