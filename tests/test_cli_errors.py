@@ -52,3 +52,20 @@ def test_bad_values_are_one_line_errors_before_any_work(script, argv, words, tmp
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert words in lines[0]
     assert list(tmp_path.iterdir()) == []  # nothing created, not even the run directory
+
+
+def test_committed_results_are_replaced_only_when_asked(tmp_path) -> None:
+    # selfxit's default output is runs/selfxit/<name>/ (results/ only with --publish); an --out that holds a report
+    # needs --overwrite. Both are refused before any work, with nothing written.
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    cases = [
+        (["--dataset", "digits", "--out", str(out)], "already holds a SelfXit report: --overwrite to replace it"),
+        (["--dataset", "digits", "--publish", "--out", str(out)], "give it or --out, not both"),
+    ]
+    for argv, words in cases:
+        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "selfxit.py"), *argv],
+                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"] and (out / "report.json").read_text() == "{}"

@@ -24,14 +24,18 @@ def parse_args() -> argparse.Namespace:
     what.add_argument("--dataset", help="vision dataset (digits, digits-noisy, cifar10, ...)")
     what.add_argument("--env", help="Atari game (Pong, ...): calibrate the agent's SDN heads")
     parser.add_argument("--arch", default=None, help="vision backbone architecture (default: the dataset's, "
-                                                     "small_cnn on digits)")
+                                                     "resnet20_w8 on digits, resnet56 on CIFAR)")
     parser.add_argument("--backbone", default=None, help="vision: an ee_rl backbone.pt (default: train one into "
                                                          "runs/selfxit/<dataset>_<arch>_s<seed>/, reused if there)")
     parser.add_argument("--agent", default=None, help="RL: directory with expert.zip and exits-sdn.pt "
                                                       "(default agents/<Env>)")
     parser.add_argument("--tolerance", type=float, default=None, help="tolerated accuracy drop T as a fraction "
                                                                        "(config: 0.02)")
-    parser.add_argument("--out", default=None, help="output directory (default results/selfxit/<name>/)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default runs/selfxit/<name>/; with --publish results/selfxit/<name>/)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write into the committed results/selfxit/<name>/ (replacing the report there)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     parser.add_argument("--config", default=None, help="YAML config (default configs/selfxit.yaml)")
     parser.add_argument("--vision-config", default=None, help="vision recipe for the backbone "
                                                               "(default configs/vision.yaml)")
@@ -65,7 +69,12 @@ def main() -> None:
             setattr(settings, field, getattr(args, flag))
     settings.validate()
     torch.set_num_threads(settings.threads)
-    out_dir = Path(args.out) if args.out is not None else Path("results") / "selfxit" / name
+    if args.publish and args.out is not None:
+        raise UserError("--publish writes results/selfxit/<name>/; give it or --out, not both")
+    # Results land in the committed results/ only when asked: a trial run must not replace a published report.
+    out_dir = Path(args.out) if args.out is not None else Path("results" if args.publish else "runs") / "selfxit" / name
+    if args.out is not None and (out_dir / "report.json").is_file() and not args.overwrite:
+        raise UserError(f"{out_dir} already holds a SelfXit report: --overwrite to replace it")
     command = " ".join(["python", *map(shlex.quote, sys.argv)])
     if args.dataset is not None:
         if args.agent is not None or args.sweep_csv is not None:
