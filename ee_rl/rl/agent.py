@@ -4,7 +4,8 @@ for an SB3 model can run it. Its exit rule is fixed at construction; what the la
 FLOPs) stays readable.
 
 ``load_agent("agents/Pong", method="ztw")`` loads a shipped agent at its recommended setting: the cheapest
-threshold of the agent's own sweep within 1 point of the expert's return.
+threshold of the agent's own sweep whose mean return is within 1 point or 5 % of the expert's, whichever is larger
+(1 point on Pong, ~400 points on Q*bert).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from ee_rl.core import ExitRule, rule_for_method
 from ee_rl.errors import UserError
 from ee_rl.rl.policy import EarlyExitPolicy, agent_paths, load_early_exit_agent
 
-#: The return drop (points) within which the recommended setting must stay: the README's "within 1 point".
+#: The recommended setting stays within this many points of the expert's return ...
 RECOMMENDED_MAX_DROP = 1.0
+#: ... or within this fraction of it, whichever allows more (1 point means nothing on a game scored in thousands).
+RECOMMENDED_FRACTION = 0.05
 
 
 class EarlyExitAgent:
@@ -89,14 +92,22 @@ class EarlyExitAgent:
         return (actions if vectorized else actions[0]), None
 
 
-def recommended_threshold(agent_dir: str | Path, method: str, max_drop: float = RECOMMENDED_MAX_DROP) -> float:
-    """The cheapest threshold of ``method`` in ``agent_dir/sweep.csv`` within ``max_drop`` points of the expert."""
-    from ee_rl.rl.sweep import read_csv, select_by_max_drop
+def recommended_max_drop(expert_return: float) -> float:
+    """How far below the expert's mean return the recommended setting may be: 1 point or 5 %, whichever is larger."""
+    return max(RECOMMENDED_MAX_DROP, RECOMMENDED_FRACTION * abs(expert_return))
+
+
+def recommended_threshold(agent_dir: str | Path, method: str) -> float:
+    """The cheapest threshold of ``method`` in ``agent_dir/sweep.csv`` within :func:`recommended_max_drop` of the
+    expert's return on the sweep's games."""
+    from ee_rl.rl.sweep import expert_return, read_csv, select_by_max_drop
 
     path = Path(agent_dir) / "sweep.csv"
     if not path.is_file():
         raise UserError(f"{path} not found: give a threshold, or sweep the agent first (scripts/sweep.py)")
-    row = select_by_max_drop(read_csv(path), max_drop).get(method)
+    rows = read_csv(path)
+    max_drop = recommended_max_drop(expert_return(rows))
+    row = select_by_max_drop(rows, max_drop).get(method)
     if row is None:
         raise UserError(f"{path} has no {method} setting within {max_drop:g} point(s) of the expert: give a threshold")
     return float(row.threshold)

@@ -168,7 +168,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     rule = parser.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float,
                       help="exit when max probability > THRESHOLD (pbee: patience); default for --agent: the cheapest "
-                           "setting of its sweep.csv within 1 point of the expert, else configs/serve.yaml's")
+                           "setting of its sweep.csv within 1 point or 5 % of the expert, else configs/serve.yaml's")
     rule.add_argument("--tolerance", type=float, help="SelfXit: per-exit thresholds for this accuracy-drop tolerance")
     parser.add_argument(
         "--calibration", type=Path, metavar="FILE.npy", help="unlabelled inputs the --tolerance thresholds are fit on"
@@ -179,7 +179,7 @@ def served_model_from_args(args: argparse.Namespace, default_threshold: float) -
     """Load the model chosen by :func:`add_model_arguments` flags and set its rule.
 
     Without ``--threshold`` or ``--tolerance``, an agent plays its recommended setting (its sweep's cheapest within
-    1 point of the expert, :func:`ee_rl.rl.agent.recommended_threshold`) when it has a ``sweep.csv``, else
+    1 point or 5 % of the expert, :func:`ee_rl.rl.agent.recommended_threshold`) when it has a ``sweep.csv``, else
     ``default_threshold`` (PBEE: patience 1). ``info`` (shown by ``GET /health``) says which threshold is in use and
     where it came from.
     """
@@ -220,14 +220,14 @@ def served_model_from_args(args: argparse.Namespace, default_threshold: float) -
 def _default_threshold(args: argparse.Namespace, configured: float) -> tuple[float, str]:
     """The threshold used when none is given, and where it comes from."""
     if args.agent is not None and (Path(args.agent) / "sweep.csv").is_file():
-        from ee_rl.rl.agent import RECOMMENDED_MAX_DROP, recommended_threshold
+        from ee_rl.rl.agent import recommended_threshold
 
         try:
             threshold = recommended_threshold(args.agent, args.method)
         except UserError:
             pass  # no setting of this method is within the drop: fall back to the configured threshold
         else:
-            return threshold, f"{Path(args.agent) / 'sweep.csv'}: cheapest within {RECOMMENDED_MAX_DROP:g} point(s)"
+            return threshold, f"{Path(args.agent) / 'sweep.csv'}: cheapest within 1 point or 5 % of the expert"
     if args.agent is not None and args.method == "pbee":
         return 1.0, "default patience"
     return configured, "configs/serve.yaml threshold"

@@ -144,9 +144,12 @@ def test_load_agent_takes_the_cheapest_setting_within_one_point_of_the_sweep(age
 
     write_csv([row(0.1, 0.4, 15.0), row(0.2, 0.5, 17.2), row(0.3, 0.7, 18.0), row(FULL, 1.0, 18.0)],
               agent / "sweep.csv")
-    assert recommended_threshold(agent, "ztw") == 0.2  # 17.2 ≥ 18 - 1; 15.0 is not
+    assert recommended_threshold(agent, "ztw") == 0.2  # 17.2 ≥ 18 - max(1, 5 % of 18); 15.0 is not
     loaded = load_agent(agent, "ztw")
     assert loaded.threshold == 0.2 and loaded.rule == MaxProbExit(0.2)
     assert load_agent(agent, "ztw", threshold=0.7).rule == MaxProbExit(0.7)
     with pytest.raises(UserError, match="no sdn setting"):
         recommended_threshold(agent, "sdn")
+    # On a game scored in thousands the tolerance is 5 % of the expert, not 1 point.
+    write_csv([row(0.1, 0.4, 7300.0), row(0.5, 0.6, 7700.0), row(FULL, 1.0, 8000.0)], agent / "sweep.csv")
+    assert recommended_threshold(agent, "ztw") == 0.5  # 7700 ≥ 8000 - 400; 7300 is not

@@ -137,7 +137,7 @@ def test_an_agent_without_a_threshold_plays_its_recommended_setting(tmp_path: Pa
                row("pbee", 2, 0.8, 17.9), row("pbee", FULL, 1.0, 18.0)], tmp_path / "sweep.csv")
     served = served_model_from_args(_args("--agent", str(tmp_path)), 0.9)
     assert served.rule == MaxProbExit(0.3) and served.info["threshold"] == 0.3  # 17.5 ≥ 18 − 1; 14 is not
-    assert "sweep.csv: cheapest within 1 point" in served.info["rule_source"]
+    assert "sweep.csv: cheapest within 1 point or 5 % of the expert" in served.info["rule_source"]
     assert served.describe()["rule"] == repr(MaxProbExit(0.3))  # what GET /health shows is the rule in use
     assert served_model_from_args(_args("--agent", str(tmp_path), "--method", "pbee"), 0.9).rule == PatienceExit(2)
     given = served_model_from_args(_args("--agent", str(tmp_path), "--threshold", "0.8"), 0.9)
