@@ -89,4 +89,4 @@ def _draw_panel(ax: Any, panel: GamePanel, methods: Sequence[str] | None) -> Non
     ax.set_xlabel("inference time (% of the expert's FLOPs)")
     ax.set_ylabel("return (mean ± SE)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
