@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,12 +285,22 @@ def manifest_path(manifest_dir: Path, stage: Stage) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in chunks (checkpoints are tens of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """What a stage's input *is*: the SHA-256 of a file's bytes, except for an SB3 model zip, which is identified by
+    its policy weights (``weights:<sha256>``, :func:`ee_rl.rl.checkpoint.weights_sha256`): re-saving an expert with
+    the same weights (say as a plain SB3 zip) changes its bytes, not what the stages after it computed from it."""
+    from ee_rl.rl import checkpoint
+
+    if path.suffix == ".zip" and _is_sb3_zip(path):
+        return "weights:" + checkpoint.weights_sha256(checkpoint.load_model(path, device="cpu"))
+    return checkpoint.file_sha256(path)
+
+
+def _is_sb3_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"data", "policy.pth"} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -310,3 +310,24 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert lines[0] == ["expert", "run"] and lines[-2] == ["video", "pending"] and lines[-1] == ["card", "run"]
     assert f"python scripts/train_policy.py --env Seaquest --seed 0 --out {agent}/training" in proc.stdout
     assert not agent.exists() and not (ROOT / "runs" / "pipeline" / "Seaquest").exists()
+
+
+def test_an_expert_re_saved_with_the_same_weights_is_the_same_input(tmp_path):
+    from ee_rl.rl.checkpoint import load_model, save_model_atomic
+    from ee_rl.rl.publish import expert_bytes
+    from tests.rl.tiny_agent import write_tiny_agent
+
+    root = tmp_path
+    write_tiny_agent(root / "agent")
+    writes = "import pathlib; pathlib.Path('agent/out.txt').write_text('made from the expert')"
+    stages = [Stage("uses-expert", ("-c", writes), inputs=(Path("agent/expert.zip"),),
+                    outputs=(Path("agent/out.txt"),))]
+    assert run(root, stages) == ["uses-expert"]
+    model = load_model(root / "agent" / "expert.zip", device="cpu")
+    before = (root / "agent" / "expert.zip").read_bytes()
+    (root / "agent" / "expert.zip").write_bytes(expert_bytes(model))  # plain SB3 zip: other bytes, same weights
+    assert (root / "agent" / "expert.zip").read_bytes() != before
+    assert statuses(root, stages) == {"uses-expert": pipeline.SKIP_UP_TO_DATE}
+    model.policy.action_net.bias.data += 1.0  # other weights: the stage after it is stale
+    save_model_atomic(model, root / "agent" / "expert.zip")
+    assert statuses(root, stages) == {"uses-expert": pipeline.RUN}
