@@ -168,7 +168,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     rule = parser.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float,
                       help="exit when max probability > THRESHOLD (pbee: patience); default for --agent: the cheapest "
-                           "setting of its sweep.csv within 1 point or 5 % of the expert, else configs/serve.yaml's")
+                           "setting of its sweep.csv within 1 point or 5 %% of the expert, else configs/serve.yaml's")
     rule.add_argument("--tolerance", type=float, help="SelfXit: per-exit thresholds for this accuracy-drop tolerance")
     parser.add_argument(
         "--calibration", type=Path, metavar="FILE.npy", help="unlabelled inputs the --tolerance thresholds are fit on"

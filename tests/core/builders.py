@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from ee_rl.core import EarlyExitModel, StagedBackbone, make_ensembles, make_internal_classifiers
 
+ROOT = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 5
 INPUT_SHAPE = (3, 16, 16)
 
