@@ -13,7 +13,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.utils import LinearSchedule
 
-from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml
+from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import RunDirLock, atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -48,15 +48,32 @@ class ExpertConfig:
     checkpoint_every: int = 50_000
     fast: bool = True
 
+    def validate(self, source: str = "config") -> ExpertConfig:
+        """Check every value before any env or model is built (SB3 would fail later with a bare assertion)."""
+        require_positive_ints(self, ("total_timesteps", "n_envs", "n_steps", "batch_size", "n_epochs",
+                                     "checkpoint_every"))
+        for name, low, high, closed_low in (("gamma", 0.0, 1.0, False), ("gae_lambda", 0.0, 1.0, True),
+                                            ("sticky_prob", 0.0, 1.0, True)):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value <= high and (
+                value >= low if closed_low else value > low)
+            if not ok:
+                bracket = "[" if closed_low else "("
+                raise UserError(f"{source}: {name} must be a number in {bracket}{low:g}, {high:g}], got {value!r}")
+        for name in ("ent_coef", "vf_coef", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UserError(f"{source}: {name} must be a number ≥ 0, got {value!r}")
+        for name in ("learning_rate", "clip_range"):
+            schedule(getattr(self, name), name)
+        return self
+
 
 def load_expert_config(path: str | Path | None, game: str) -> ExpertConfig:
     """The ``atari`` section of a YAML config updated by the section named after ``game`` (e.g. ``Pong``)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     values = merged_section(read_yaml(path), "atari", display_name(rom_id(game)))
-    cfg = build_dataclass(ExpertConfig, values, str(path))
-    for name in ("learning_rate", "clip_range"):
-        schedule(getattr(cfg, name), name)  # validate early
-    return cfg
+    return build_dataclass(ExpertConfig, values, str(path)).validate(str(path))
 
 
 def schedule(value: float | str, name: str = "value") -> float | LinearSchedule:
@@ -238,14 +255,9 @@ def train_expert(
         cfg.total_timesteps = total_timesteps
     if n_envs is not None:
         cfg.n_envs = n_envs
-    if cfg.total_timesteps <= 0:
-        raise UserError(f"total timesteps must be a positive integer, got {cfg.total_timesteps}")
-    if cfg.n_envs <= 0:
-        raise UserError(f"n_envs must be a positive integer, got {cfg.n_envs}")
+    cfg.validate()
     if eval_episodes <= 0:
         raise UserError(f"eval episodes must be a positive integer, got {eval_episodes}")
-    if cfg.checkpoint_every <= 0:
-        raise UserError(f"checkpoint_every must be a positive integer, got {cfg.checkpoint_every}")
 
     run_dir = Path(out) if out is not None else default_run_dir(game, seed)
     checkpoint = run_dir / "checkpoints" / "latest.zip"

@@ -197,3 +197,17 @@ def test_schedule_history_adds_a_segment_only_when_the_target_moves() -> None:
     assert start["schedule_history"] == [{"from_step": 0, "total_timesteps": 100}]  # the saved metadata is not edited
     # A checkpoint from before the history: its saved target is taken as the one it started with.
     assert extend_schedule_history({"total_timesteps": 100}, 100, 150)[0] == {"from_step": 0, "total_timesteps": 100}
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [("batch_size: 0", "batch_size must be a positive integer, got 0"),
+     ("gamma: 1.5", "gamma must be a number in (0, 1], got 1.5"),
+     ("sticky_prob: -0.1", "sticky_prob must be a number in [0, 1], got -0.1"),
+     ("max_grad_norm: -1", "max_grad_norm must be a number ≥ 0, got -1")],
+)
+def test_bad_config_values_are_refused_before_anything_is_built(tmp_path, line, fragment):
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"atari:\n  {line}\n")
+    _assert_user_error(run("--env", "Pong", "--out", str(tmp_path / "o"), "--config", str(config)), fragment)
+    assert not (tmp_path / "o").exists()
