@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -175,16 +176,26 @@ class EpisodeCsvCallback(BaseCallback):
         return True
 
 
-def truncate_episode_csv(path: Path, max_timesteps: int) -> None:
-    """Drop rows logged after ``max_timesteps`` (written by a run killed after its last checkpoint)."""
+def truncate_episode_csv(path: Path, max_timesteps: int) -> int:
+    """Drop rows logged after ``max_timesteps`` (written by a run killed after its last checkpoint) and rows that are
+    not episode rows (a line torn by a kill mid-write, a stray edit); returns how many of the latter were dropped."""
     if not path.exists():
-        return
+        return 0
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows:
-        return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= max_timesteps]
+        return 0
+
+    def step(row: list[str]) -> float | None:
+        try:
+            return float(row[0]) if len(row) == len(rows[0]) else None
+        except ValueError:
+            return None
+
+    valid = [r for r in rows[1:] if r and step(r) is not None]
+    kept = [rows[0]] + [r for r in valid if step(r) <= max_timesteps]
     atomic_write_text(path, "".join(",".join(r) + "\n" for r in kept))
+    return sum(1 for r in rows[1:] if r) - len(valid)
 
 
 def evaluate_model(model: PPO, game: str, n_episodes: int, seed: int, sticky_prob: float) -> dict[str, Any]:
@@ -285,7 +296,9 @@ def train_expert(
         model.set_env(vec_env)
         model.set_random_seed(env_seed)
         model.tensorboard_log = tb_dir
-        truncate_episode_csv(run_dir / "episodes.csv", model.num_timesteps)
+        dropped = truncate_episode_csv(run_dir / "episodes.csv", model.num_timesteps)
+        if dropped:
+            print(f"note: dropped {dropped} malformed row(s) from {run_dir / 'episodes.csv'}", file=sys.stderr)
     else:
         vec_env = make_atari_env(game, cfg.n_envs, training=True, sticky_prob=cfg.sticky_prob, seed=seed)
         model = build_ppo(vec_env, cfg, seed, device, tb_dir)

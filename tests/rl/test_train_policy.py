@@ -189,6 +189,16 @@ def test_episode_csv_has_one_line_ending_across_a_resume(tmp_path) -> None:
     ]
 
 
+def test_resume_drops_stray_and_torn_rows_of_the_episode_log(tmp_path) -> None:
+    from ee_rl.rl.expert import truncate_episode_csv
+
+    path = tmp_path / "episodes.csv"
+    path.write_text("timesteps,return,length,wall_time_s\n100,1.0,5,2.0\nsome stray note\n200,2.0,6,3.0\n"
+                    "300,3.0,7,4.0\n40")  # a hand-edited line, and the last one torn by a kill mid-write
+    assert truncate_episode_csv(path, 250) == 2
+    assert path.read_text().splitlines() == ["timesteps,return,length,wall_time_s", "100,1.0,5,2.0", "200,2.0,6,3.0"]
+
+
 def test_schedule_history_adds_a_segment_only_when_the_target_moves() -> None:
     start = {"total_timesteps": 100, "schedule_history": [{"from_step": 0, "total_timesteps": 100}]}
     assert extend_schedule_history(start, 60, 100) == start["schedule_history"]
