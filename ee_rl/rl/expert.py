@@ -176,6 +176,21 @@ class EpisodeCsvCallback(BaseCallback):
         return True
 
 
+def resumed_tensorboard_logger(model: PPO, tb_dir: str, tb_log_name: str = "PPO") -> None:
+    """Give a resumed ``model`` SB3's usual TensorBoard logger (continuing the run's latest ``<tb_log_name>_N``
+    folder), but with ``purge_step`` at the checkpoint's step count, so that the steps the killed run logged after
+    its last checkpoint are discarded instead of appearing twice (as train_exits does with its own writer)."""
+    from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
+    from stable_baselines3.common.utils import get_latest_run_id
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = str(Path(tb_dir) / f"{tb_log_name}_{max(get_latest_run_id(tb_dir, tb_log_name), 1)}")
+    output = TensorBoardOutputFormat(folder)
+    output.writer.close()
+    output.writer = SummaryWriter(log_dir=folder, purge_step=model.num_timesteps)
+    model.set_logger(Logger(folder=folder, output_formats=[output]))
+
+
 def truncate_episode_csv(path: Path, max_timesteps: int) -> int:
     """Drop rows logged after ``max_timesteps`` (written by a run killed after its last checkpoint) and rows that are
     not episode rows (a line torn by a kill mid-write, a stray edit); returns how many of the latter were dropped."""
@@ -296,6 +311,7 @@ def train_expert(
         model.set_env(vec_env)
         model.set_random_seed(env_seed)
         model.tensorboard_log = tb_dir
+        resumed_tensorboard_logger(model, tb_dir)
         dropped = truncate_episode_csv(run_dir / "episodes.csv", model.num_timesteps)
         if dropped:
             print(f"note: dropped {dropped} malformed row(s) from {run_dir / 'episodes.csv'}", file=sys.stderr)

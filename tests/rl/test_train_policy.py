@@ -86,6 +86,18 @@ def test_resume_after_kill_continues_the_step_count(tmp_path, tiny_config):
     assert meta(model)["schedule_history"] == [
         {"from_step": 0, "total_timesteps": 1000000}, {"from_step": saved, "total_timesteps": saved + 256}
     ]
+    # One TensorBoard run; the resumed writer starts with a purge marker at the checkpoint's step, so TensorBoard
+    # drops what the killed run logged after its checkpoint instead of showing those steps twice.
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    assert [p.name for p in (out / "tb").iterdir()] == ["PPO_1"]
+    purges = [
+        event.step
+        for path in sorted((out / "tb" / "PPO_1").glob("events.out.tfevents.*"))
+        for event in EventFileLoader(str(path)).Load()
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START
+    ]
+    assert purges == [saved]
 
 
 def _assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
