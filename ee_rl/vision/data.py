@@ -308,14 +308,22 @@ def _unpickle(path: Path) -> dict:
         raise UserError(f"cannot read {path} as a CIFAR python-pickle batch: {exc}") from None
 
 
-def _cifar_arrays(batch: dict, label_key: bytes, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _cifar_arrays(
+    batch: dict, label_key: bytes, path: Path, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     if b"data" not in batch or label_key not in batch:
         raise UserError(f"{path} has no {b'data'!r} / {label_key!r} entries: not a CIFAR python-pickle batch")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise UserError(f"{path}: 'data' must be (N, 3072) uint8 rows, got shape {data.shape}")
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-    return images, torch.as_tensor(np.asarray(batch[label_key], dtype=np.int64))
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    if labels.shape != (len(data),):
+        raise UserError(f"{path}: {len(data)} images but {labels.size} labels")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:  # caught here, not as an IndexError deep in training
+        raise UserError(f"{path}: labels must be in 0..{num_classes - 1}, found {int(bad[0])}")
+    return images, torch.as_tensor(labels)
 
 
 def _find_root(data_dir: Path, folder: str) -> Path:
@@ -335,8 +343,8 @@ def load_cifar(data_dir: Path, name: str) -> VisionData:
     if name == "cifar100":
         root = _find_root(data_dir, "cifar-100-python")
         _require_files(root, ["train", "test"], "CIFAR-100", "the python-pickle files 'train' and 'test'")
-        x_train, y_train = _cifar_arrays(_unpickle(root / "train"), b"fine_labels", root / "train")
-        x_test, y_test = _cifar_arrays(_unpickle(root / "test"), b"fine_labels", root / "test")
+        x_train, y_train = _cifar_arrays(_unpickle(root / "train"), b"fine_labels", root / "train", 100)
+        x_test, y_test = _cifar_arrays(_unpickle(root / "test"), b"fine_labels", root / "test", 100)
         meta = root / "meta"
         names = tuple(n.decode() for n in _unpickle(meta)[b"fine_label_names"]) if meta.is_file() else ()
         classes = names or tuple(str(i) for i in range(100))
@@ -347,9 +355,9 @@ def load_cifar(data_dir: Path, name: str) -> VisionData:
     root = _find_root(data_dir, "cifar-10-batches-py")
     batches = [f"data_batch_{i}" for i in range(1, 6)]
     _require_files(root, [*batches, "test_batch"], "CIFAR-10", "data_batch_1..data_batch_5 and test_batch")
-    parts = [_cifar_arrays(_unpickle(root / b), b"labels", root / b) for b in batches]
+    parts = [_cifar_arrays(_unpickle(root / b), b"labels", root / b, 10) for b in batches]
     x_train, y_train = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    x_test, y_test = _cifar_arrays(_unpickle(root / "test_batch"), b"labels", root / "test_batch")
+    x_test, y_test = _cifar_arrays(_unpickle(root / "test_batch"), b"labels", root / "test_batch", 10)
     if name == "cifar2":
         to_super = torch.tensor([0 if c in CIFAR2_TRANSPORT else 1 for c in range(10)])
         y_train, y_test = to_super[y_train], to_super[y_test]

@@ -91,6 +91,18 @@ def test_corrupt_cifar_batch_is_a_user_error(tmp_path):
         load_dataset("cifar10", tmp_path)
 
 
+@pytest.mark.parametrize("bad_label", [10, -1])
+def test_cifar_labels_out_of_range_are_a_user_error(tmp_path, bad_label):
+    folder = write_cifar10(tmp_path)
+    with (folder / "data_batch_2").open("rb") as handle:
+        batch = pickle.load(handle, encoding="bytes")
+    batch[b"labels"][3] = bad_label
+    with (folder / "data_batch_2").open("wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+    with pytest.raises(UserError, match=f"data_batch_2: labels must be in 0..9, found {bad_label}"):
+        load_dataset("cifar10", tmp_path)
+
+
 def test_unknown_dataset_lists_the_accepted_names():
     with pytest.raises(UserError, match="digits-noisy"):
         load_dataset("mnist")
