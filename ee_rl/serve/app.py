@@ -30,7 +30,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ee_rl.serve.batcher import DynamicBatcher, Job
 from ee_rl.serve.codecs import HTTP_JSON_FIELDS, WS_JSON_FIELDS, DecodedBatch, PayloadError, decode_json, decode_npy
@@ -94,6 +95,9 @@ def create_app(
         except PayloadError as exc:
             metrics.rejected += 1
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except ClientDisconnect:  # the client left before its body ended: nobody to answer, nothing to log
+            metrics.cancelled += 1
+            return Response(status_code=499)
         try:
             blocks = await batcher.run(served.model_input(batch.inputs), received_at)
         except RuntimeError as exc:

@@ -368,3 +368,22 @@ def test_an_unexpected_decode_failure_answers_that_batch_and_keeps_the_connectio
         assert message["type"] == "error" and message["batch_id"] == 0 and "RuntimeError" in message["error"]
         ws.send(encode_npy(tiny_inputs(2)))
         assert _receive_batch(ws, 1)[-1]["type"] == "end"
+
+
+def test_an_http_client_leaving_mid_body_is_counted_not_logged_as_an_error(server, http, caplog) -> None:
+    import logging
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server.url)
+    before = http.get("/metrics").json()["requests"]["cancelled"]
+    with caplog.at_level(logging.DEBUG):
+        with socket.create_connection((url.hostname, url.port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100000\r\n\r\n" + b'{"inputs": [[')  # then the client goes away
+        deadline = time.time() + TIMEOUT
+        while http.get("/metrics").json()["requests"]["cancelled"] == before:
+            assert time.time() < deadline, "the server never noticed the client had left"
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert http.get("/health").json()["status"] == "ok"  # and it goes on serving
