@@ -27,7 +27,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--methods", default="sdn,pbee,ztw",
                         help="comma list: sdn, pbee, ztw, ztw-<ablation> (default sdn,pbee,ztw)")
     parser.add_argument("--runs", default="runs/vision", help="parent of the per-seed run directories")
-    parser.add_argument("--out", default=None, help="report directory (default results/vision/<dataset>/)")
+    parser.add_argument("--out", default=None,
+                        help="report directory (default runs/vision/report/<dataset>/; with --publish "
+                             "results/vision/<dataset>/)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the report into the committed results/vision/<dataset>/")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     parser.add_argument("--train", action="store_true", help="train (or finish) what a seed's run lacks first")
     parser.add_argument("--report-only", action="store_true",
                         help="only re-render the tables and plots in --out from its seeds.json (no evaluation)")
@@ -58,7 +63,13 @@ def main() -> None:
     arch = args.arch or default_arch(args.dataset)
     config = load_vision_config(args.config, args.dataset, arch, args.overrides)
     seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
-    out = Path(args.out) if args.out else Path("results/vision") / args.dataset
+    if args.publish and args.out:
+        raise UserError("--publish writes results/vision/<dataset>/; give it or --out, not both")
+    # Reports land in the committed results/ only when asked; an existing report is replaced only when asked.
+    out = Path(args.out) if args.out else Path("results/vision" if args.publish else "runs/vision/report") / args.dataset
+    if not args.report_only and (out / "seeds.json").is_file() and not args.overwrite:
+        raise UserError(f"{out} already holds a report (seeds.json): --overwrite to replace it, or --report-only "
+                        "to re-render it")
     if args.report_only:
         rewrite_report(out, config)
         print((out / "budget_table.md").read_text())

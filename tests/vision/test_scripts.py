@@ -133,6 +133,12 @@ def test_digits_noisy_two_seeds_end_to_end_report(tmp_path, monkeypatch, capsys)
     assert code == 0, stderr
     assert {name: (report / name).read_text() for name in before} == before
 
+    # an existing report is replaced only when asked (checked before any evaluation)
+    code, _, stderr = run_script(
+        "eval_vision", ["--dataset", "digits-noisy", "--arch", "small_cnn", "--seeds", "2", "--runs",
+                        str(tmp_path / "runs"), "--out", str(report), *TINY], monkeypatch, capsys)
+    assert code == 2 and "already holds a report (seeds.json): --overwrite to replace it" in stderr
+
     # heads trained on one backbone refuse another (seed 1's)
     with pytest.raises(UserError, match="different backbone"):
         load_exit_model(tmp_path / "runs" / "digits-noisy_small_cnn_s0" / "exits-ztw.pt",
@@ -142,7 +148,7 @@ def test_digits_noisy_two_seeds_end_to_end_report(tmp_path, monkeypatch, capsys)
     code, _, stderr = run_script(
         "eval_vision",
         ["--dataset", "digits-noisy", "--arch", "small_cnn", "--seed", "5", "--runs", str(tmp_path / "runs"),
-         "--out", str(report), *TINY],
+         "--out", str(report), "--overwrite", *TINY],
         monkeypatch, capsys,
     )
     assert code == 2 and "train_vision.py --dataset digits-noisy" in stderr and stderr.count("\n") == 1
