@@ -61,6 +61,12 @@ def plot_return_vs_cost(
 
 
 def _draw_panel(ax: Any, panel: GamePanel, methods: Sequence[str] | None) -> None:
+    if not panel.rows:  # a game of the grid whose sweep does not exist yet: say so rather than leave a hole
+        ax.set_title(panel.title)
+        ax.text(0.5, 0.5, "no sweep yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
     full = [r for r in panel.rows if r.is_full]
     if full:
         expert = full[0]

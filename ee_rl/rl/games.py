@@ -21,10 +21,15 @@ PAPER_GAMES: tuple[str, ...] = (
 )
 
 #: Average human scores of Mnih et al. (2015, Nature, "Human-level control through deep RL"), Extended Data
-#: Table 2, the human reference lines of ZTW's Figure 3; keyed by ROM id. Games without a cited value are absent.
+#: Table 2, the human reference lines of ZTW's Figures 3 and 6; keyed by ROM id. Phoenix and AirRaid are not among
+#: that paper's 49 games, so they have no value here (and no human line).
 HUMAN_SCORES: dict[str, float] = {
     "pong": 9.3,
     "qbert": 13455.0,
+    "seaquest": 20182.0,
+    "riverraid": 13513.0,
+    "breakout": 31.8,
+    "ms_pacman": 15693.0,
 }
 
 _ID_PATTERN = re.compile(r"^(?:ALE/)?(?P<name>[A-Za-z_]+?)(?:NoFrameskip|Deterministic)?(?:-v\d+)?$")
