@@ -69,3 +69,30 @@ def test_committed_results_are_replaced_only_when_asked(tmp_path) -> None:
                                 capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"] and (out / "report.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(("script", "argv"), [
+    ("sweep", ["--env", "Pong", "--agent", str(ROOT / "agents" / "Pong"), "--preset", "quick", "--no-progress-bar"]),
+    ("train_vision", ["--dataset", "digits", "--arch", "small_cnn"]),
+])
+def test_a_run_directory_in_use_by_a_live_process_is_refused(script, argv, tmp_path) -> None:
+    # Another process holds the directory's lock (as a live sweep or training would): a second run on it must stop
+    # at once with one line, without touching what is there.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("theirs")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from ee_rl.io import RunDirLock; l = RunDirLock({str(run)!r}); print('held', flush=True); "
+                               "import time; time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *argv, "--out", str(run)],
+                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"is in use by another process (pid {holder.pid})" in lines[0], result.stderr
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "keep.txt"]

@@ -65,7 +65,7 @@ def _list(text: str, kind: type, flag: str) -> list:
 @cli_main
 def main() -> None:
     args = parse_args()
-    from ee_rl.io import ensure_writable_dir
+    from ee_rl.io import RunDirLock, ensure_writable_dir
     from ee_rl.rl import sweep  # heavy imports after argument parsing
     from ee_rl.rl.games import display_name, rom_id
 
@@ -103,6 +103,8 @@ def main() -> None:
     agent_dir = Path(args.agent) if args.agent is not None else Path("agents") / display_name(game)
     sweep.check_agent_files(agent_dir, settings.methods, args.heads_dir)
     out_dir = Path(args.out) if args.out is not None else sweep.default_out_dir(game)
+    # One live sweep per folder: a second one is told so first, whatever the folder holds. Held until main returns.
+    lock = RunDirLock(out_dir) if out_dir.is_dir() else None
     progress_file = out_dir / sweep.PROGRESS_FILE
     if progress_file.is_file() and not (args.resume or args.overwrite):
         raise UserError(f"{out_dir} holds an interrupted sweep ({progress_file.name}): --resume to finish it, "
@@ -114,6 +116,7 @@ def main() -> None:
         # An explicit --out may be a committed folder (agents/<Game>): never replace its results unasked.
         raise UserError(f"{out_dir} already holds a sweep (sweep.csv): --overwrite to replace it")
     ensure_writable_dir(out_dir)
+    lock = lock or RunDirLock(out_dir)
     if args.overwrite:
         progress_file.unlink(missing_ok=True)
     sweep.start_progress(out_dir, game, settings)
@@ -133,6 +136,7 @@ def main() -> None:
     if selections:
         print(sweep.format_selection(result.rows, args.budget, args.max_drop))
     progress_file.unlink()  # every row is in sweep.csv / sweep.json now
+    lock.release()
     print(f"wrote {', '.join(str(p) for p in paths)} in {result.wall_time_s:.0f} s"
           + (f" ({len(done)} setting(s) kept from the interrupted sweep)" if done else ""))
 

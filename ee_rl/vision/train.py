@@ -32,7 +32,7 @@ from ee_rl.core.heads_file import write_heads_file
 from ee_rl.core.method import SDN, ZTW, ExitMethod
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
-from ee_rl.io import atomic_write_json, ensure_writable_dir
+from ee_rl.io import RunDirLock, atomic_write_json, ensure_writable_dir
 from ee_rl.vision.backbones import StagedNet, build_backbone, load_torchvision_resnet50
 from ee_rl.vision.checkpoint import (
     BACKBONE_KIND,
@@ -390,6 +390,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
         raise UserError("--transfer needs --weights (the pretrained backbone to transfer)")
     device = resolve_device(spec.device)
     out = ensure_writable_dir(spec.out_dir)
+    lock = RunDirLock(out)  # one live process per run directory; released when this function returns
     _check_out_dir(out, spec.resume)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -449,6 +450,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
     finally:
         writer.close()
     atomic_write_json(summary_path, summary)
+    lock.release()
     return summary
 
 
