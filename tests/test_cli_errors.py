@@ -39,6 +39,10 @@ CASES = [
      "is a sweep of Pong, not of Qbert"),
     ("load_test", ["--url", "ws://127.0.0.1:9/stream", "--random-nature-cnn", "--json", "/etc/passwd/report.json"],
      "output path /etc/passwd exists and is not a directory"),
+    ("selfxit", ["--dataset", "cifar10"], "dataset 'cifar10' is read from local files: pass --data-dir"),
+    ("selfxit", ["--dataset", "cifar10", "--data-dir", "/nonexistent"], "--data-dir '/nonexistent' is not a folder"),
+    ("train_vision", ["--dataset", "cifar10", "--data-dir", "/nonexistent"], "--data-dir '/nonexistent' is not a"),
+    ("eval_vision", ["--dataset", "digits", "--arch", "small_cnn"], "seed 0: runs/vision/digits_small_cnn_s0 lacks"),
 ]
 
 

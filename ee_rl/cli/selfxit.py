@@ -27,6 +27,8 @@ def parse_args() -> argparse.Namespace:
                                                      "resnet20_w8 on digits, resnet56 on CIFAR)")
     parser.add_argument("--backbone", default=None, help="vision: an ee_rl backbone.pt (default: train one into "
                                                          "runs/selfxit/<dataset>_<arch>_s<seed>/, reused if there)")
+    parser.add_argument("--data-dir", default=None, help="vision: the dataset's local files (not needed for digits; "
+                        "see ee_rl.vision.data for the layouts)")
     parser.add_argument("--agent", default=None, help="RL: directory with expert.zip and exits-sdn.pt "
                                                       "(default agents/<Env>)")
     parser.add_argument("--tolerance", type=float, default=None, help="tolerated accuracy drop T as a fraction "
@@ -79,6 +81,9 @@ def main() -> None:
     if args.dataset is not None:
         if args.agent is not None or args.sweep_csv is not None:
             raise UserError("--agent and --sweep-csv are for --env (RL), not --dataset")
+        from ee_rl.vision.data import check_dataset_source
+
+        check_dataset_source(args.dataset, args.data_dir)
         from ee_rl.selfxit.vision import run_vision_experiment
         from ee_rl.vision.backbones import default_arch
 
@@ -86,14 +91,15 @@ def main() -> None:
             args.dataset, args.arch or default_arch(args.dataset), out_dir, settings,
             backbone_path=Path(args.backbone) if args.backbone else None, vision_config=args.vision_config,
             latency=not args.no_latency, command=command, progress=not args.no_progress_bar,
+            data_dir=Path(args.data_dir) if args.data_dir else None,
         )
         print(f"{report['name']}: T = {100 * settings.tolerance:g} %, accuracy drop on the test split "
               f"{100 * report['accuracy_drop']:.2f} % ({100 * report['backbone_accuracy']:.2f} % -> "
               f"{100 * report['accuracy']:.2f} %), inference time {100 * report['inference_time']:.1f} % of the "
               f"backbone's FLOPs, subset {report['subset_stages']}")
     else:
-        if args.arch is not None or args.backbone is not None:
-            raise UserError("--arch and --backbone are for --dataset (vision), not --env")
+        if args.arch is not None or args.backbone is not None or args.data_dir is not None:
+            raise UserError("--arch, --backbone and --data-dir are for --dataset (vision), not --env")
         from ee_rl.selfxit.rl import run_rl_experiment
 
         report = run_rl_experiment(

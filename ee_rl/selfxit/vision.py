@@ -37,7 +37,7 @@ from ee_rl.selfxit.report import (
 from ee_rl.selfxit.settings import SelfXitSettings
 from ee_rl.vision.backbones import StagedNet
 from ee_rl.vision.checkpoint import load_backbone
-from ee_rl.vision.data import ImageSplit, load_dataset
+from ee_rl.vision.data import ImageSplit, check_dataset_source, load_dataset
 
 
 def split_tensors(split: ImageSplit, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,16 +61,19 @@ def prepare_backbone(
     seed: int = 0,
     config: str | None = None,
     progress: bool = False,
+    data_dir: Path | None = None,
 ) -> tuple[StagedNet, dict]:
     """Load ``backbone_path`` (an ee_rl ``backbone.pt``), or train one with the vision recipe for ``dataset`` and
-    ``arch`` into ``runs_dir / <dataset>_<arch>_s<seed>/`` (reused when already there)."""
+    ``arch`` into ``runs_dir / <dataset>_<arch>_s<seed>/`` (reused when already there) from the files in
+    ``data_dir`` (not needed for digits)."""
     if backbone_path is None:
         from ee_rl.vision.config import load_vision_config
         from ee_rl.vision.train import RunSpec, train_run
 
         run_dir = runs_dir / f"{dataset}_{arch}_s{seed}"
         cfg = load_vision_config(config, dataset, arch)
-        train_run(RunSpec(dataset, arch, run_dir, cfg, seed=seed, variants=(), resume=True, progress=progress))
+        train_run(RunSpec(dataset, arch, run_dir, cfg, seed=seed, variants=(), resume=True, progress=progress,
+                          data_dir=data_dir))
         backbone_path = run_dir / "backbone.pt"
     # A missing, unreadable or outdated file (weights of an older definition) is a one-line UserError there.
     net, record = load_backbone(backbone_path)
@@ -199,16 +202,20 @@ def run_vision_experiment(
     latency: bool = True,
     command: str = "",
     progress: bool = False,
+    data_dir: Path | None = None,
 ) -> dict:
     """Backbone (loaded or trained), label-free SelfXit on the dataset's test split, latency table, report files.
 
-    Writes ``report.json`` and ``report.md`` into ``out_dir`` and returns the report.
+    ``data_dir``: where the dataset's files are (not needed for digits). Writes ``report.json`` and ``report.md``
+    into ``out_dir`` and returns the report.
     """
+    check_dataset_source(dataset, data_dir)  # before any folder is made
     out_dir = ensure_writable_dir(out_dir)
     net, record = prepare_backbone(
-        dataset, arch, backbone_path=backbone_path, seed=settings.seed, config=vision_config, progress=progress
+        dataset, arch, backbone_path=backbone_path, seed=settings.seed, config=vision_config, progress=progress,
+        data_dir=data_dir,
     )
-    data = load_dataset(dataset, seed=int(record.get("seed", settings.seed)))
+    data = load_dataset(dataset, data_dir, seed=int(record.get("seed", settings.seed)))
     images, labels = split_tensors(data.test, settings.batch_size)
     run = run_vision_selfxit(net, images, labels, settings)
     table = None

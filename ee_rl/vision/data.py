@@ -506,6 +506,20 @@ def load_digits_data(name: str, seed: int) -> VisionData:
     )
 
 
+def check_dataset_source(name: str, data_dir: str | Path | None) -> None:
+    """Raise :class:`UserError` unless ``name`` is a known dataset and, for those read from local files,
+    ``data_dir`` is an existing folder: the cheap checks a CLI makes before it creates any output.
+    """
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+    if name in ("digits", "digits-noisy"):
+        return
+    if data_dir is None:
+        raise UserError(f"dataset {name!r} is read from local files: pass --data-dir (see ee_rl.vision.data)")
+    if not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {str(data_dir)!r} is not a folder (dataset {name!r} is read from local files)")
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -521,13 +535,10 @@ def load_dataset(
     crop and the shorter-side resize of ``imagenet`` and ``imagefolder``. A missing or malformed dataset is a
     :class:`UserError` naming the expected path and layout.
     """
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+    check_dataset_source(name, data_dir)
     if name in ("digits", "digits-noisy"):
         return load_digits_data(name, seed)
-    if data_dir is None:
-        raise UserError(f"dataset {name!r} is read from local files: pass --data-dir (see ee_rl.vision.data)")
-    data_dir = Path(data_dir)
+    data_dir = Path(data_dir)  # type: ignore[arg-type]  (checked above)
     if name in ("cifar10", "cifar100", "cifar2"):
         return load_cifar(data_dir, name)
     if name == "tinyimagenet":

@@ -18,7 +18,7 @@ from ee_rl.errors import UserError
 from ee_rl.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.vision.checkpoint import load_exit_model
 from ee_rl.vision.config import VisionConfig
-from ee_rl.vision.data import load_dataset
+from ee_rl.vision.data import check_dataset_source, load_dataset
 from ee_rl.vision.evaluate import SeedEvaluation, evaluate_seed, seed_from_json, seed_to_json
 from ee_rl.vision.report import budget_markdown, plot_accuracy_vs_cost, plot_hindsight, write_csv
 from ee_rl.vision.stats import (
@@ -88,21 +88,26 @@ def evaluate_experiment(spec: ExperimentSpec) -> dict[str, Any]:
         method_by_name(name)  # validate early
     # The device before the report directory, so a refused --device (e.g. cuda without a GPU) leaves nothing behind.
     device = resolve_device(spec.device)
+    check_dataset_source(spec.dataset, spec.data_dir)
+    # Every seed's trained exits (or --train) before the report folder is made: a refused run leaves nothing.
+    missing = {seed: [v for v in variants
+                      if not (run_dir_for(spec.runs_dir, spec.dataset, spec.arch, seed) / f"exits-{v}.pt").is_file()]
+               for seed in spec.seeds}
+    for seed, lacking in missing.items():
+        if lacking and not spec.train_missing:
+            raise UserError(
+                f"seed {seed}: {run_dir_for(spec.runs_dir, spec.dataset, spec.arch, seed)} lacks "
+                f"{', '.join(f'exits-{v}.pt' for v in lacking)}; train it with scripts/train_vision.py --dataset "
+                f"{spec.dataset} --arch {spec.arch} --seed {seed}, or pass --train"
+            )
     out = ensure_writable_dir(spec.out_dir)
     results: list[SeedEvaluation] = []
     timings: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
     for seed in spec.seeds:
         run_dir = run_dir_for(spec.runs_dir, spec.dataset, spec.arch, seed)
-        missing = [v for v in variants if not (run_dir / f"exits-{v}.pt").is_file()]
         t0 = time.perf_counter()
-        if missing:
-            if not spec.train_missing:
-                raise UserError(
-                    f"seed {seed}: {run_dir} lacks {', '.join(f'exits-{v}.pt' for v in missing)}; train it with "
-                    f"scripts/train_vision.py --dataset {spec.dataset} --arch {spec.arch} --seed {seed}, "
-                    "or pass --train"
-                )
+        if missing[seed]:
             train_run(RunSpec(
                 dataset=spec.dataset, arch=spec.arch, out_dir=run_dir, config=spec.config, data_dir=spec.data_dir,
                 seed=seed, variants=tuple(method_by_name(v) for v in variants), device=spec.device, resume=True,

@@ -43,7 +43,7 @@ from ee_rl.vision.checkpoint import (
     save_torch,
 )
 from ee_rl.vision.config import PhaseConfig, VisionConfig
-from ee_rl.vision.data import ImageSplit, VisionData, load_dataset
+from ee_rl.vision.data import ImageSplit, VisionData, check_dataset_source, load_dataset
 from ee_rl.vision.evaluate import collect_all_exits
 from ee_rl.vision.methods import build_model
 
@@ -388,6 +388,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
     # Arguments first, so a refused run leaves no output directory behind.
     if spec.transfer and spec.weights is None:
         raise UserError("--transfer needs --weights (the pretrained backbone to transfer)")
+    check_dataset_source(spec.dataset, spec.data_dir)
     device = resolve_device(spec.device)
     out = ensure_writable_dir(spec.out_dir)
     lock = RunDirLock(out)  # one live process per run directory; released when this function returns
