@@ -30,3 +30,28 @@ def single_thread_session() -> Iterator[None]:
 def single_thread() -> Iterator[None]:
     """Run each test with one intra-op thread (restored afterwards), whatever the previous test left."""
     yield from _one_torch_thread()
+
+
+#: The tests' Ray: two CPUs and a small object store (this machine runs other work too); no dashboard.
+RAY_TEST_OPTIONS = {"num_cpus": 2, "include_dashboard": False, "object_store_memory": 200 * 2**20}
+
+
+@pytest.fixture()
+def local_ray():
+    """A Ray started on this machine for the tests that need one (kept for the next such test, stopped at the end
+    of the session); skipped where Ray is not installed (``pip install -e '.[test,ray]'`` installs it)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(address="local", **RAY_TEST_OPTIONS)
+    yield ray
+
+
+@pytest.fixture(autouse=True, scope="session")
+def stop_ray_at_the_end() -> Iterator[None]:
+    """Stop a Ray the tests started, whichever test started it."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

@@ -18,6 +18,8 @@ MAX_SEED = 2**32 - 1
 MAX_ENVS = 256
 MAX_EPISODES = 100_000
 MAX_TIMESTEPS = 10**10
+#: ALE's cap on a game (as ``ee_rl.rl.envs.MAX_EPISODE_FRAMES``, not imported: argument parsing stays light).
+MAX_EPISODE_FRAMES = 108_000
 
 
 def cpu_count() -> int:
@@ -82,6 +84,16 @@ def workers(text: str) -> int:
     return int_in(1, cpu_count, "workers")(text)
 
 
+def ale_threads(text: str) -> int:
+    """Native emulator threads: 1 up to this machine's CPUs."""
+    return int_in(1, cpu_count, "ale_threads")(text)
+
+
+def episode_frames(text: str) -> int:
+    """Emulator frames after which a game is cut: 1 to ALE's :data:`MAX_EPISODE_FRAMES` default of 108,000."""
+    return int_in(1, MAX_EPISODE_FRAMES, "max_episode_frames")(text)
+
+
 def n_envs(text: str) -> int:
     """Parallel environments: 1 to :data:`MAX_ENVS`."""
     return int_in(1, MAX_ENVS, "n_envs")(text)
@@ -111,3 +123,27 @@ def non_negative(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
     return value
+
+
+def ray_address(text: str) -> str:
+    """``--ray-address``: ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``."""
+    from ee_rl.errors import UserError
+    from ee_rl.exec import check_ray_address
+
+    try:
+        return check_ray_address(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--ray-address ")) from None
+
+
+def add_executor_args(parser: argparse.ArgumentParser, what: str, default: str = "serial") -> None:
+    """Add ``--executor {serial,process,ray}`` and ``--ray-address`` (where the command's many ``what`` run)."""
+    from ee_rl.exec import EXECUTORS
+
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help=f"where the {what} run: serial (this process), process (local processes), ray (a Ray "
+                             f"cluster, or a Ray started on this machine; pip install 'ee_rl[ray]') "
+                             f"(default: {default})")
+    parser.add_argument("--ray-address", type=ray_address, default=None, metavar="ADDRESS",
+                        help="with --executor ray: 'auto' (the cluster this machine joined with ray start) or "
+                             "ray://HEAD:10001; default: start a Ray on this machine")

@@ -34,8 +34,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=argtypes.seed, default=None, help="env seed (config: 10000)")
     parser.add_argument("--threads", type=argtypes.threads, default=None,
                         help="torch threads while playing (config: 1)")
+    parser.add_argument("--ale-threads", type=argtypes.ale_threads, default=None,
+                        help="emulator threads of a setting's envs (config: 1)")
+    parser.add_argument("--max-episode-frames", type=argtypes.episode_frames, default=None,
+                        help="cut games after this many emulator frames (config: ALE's 108000)")
     parser.add_argument("--workers", type=argtypes.workers, default=None,
-                        help="settings played at once, one process each (config: 1; µs per decision then share cores)")
+                        help="settings played at once by --executor process, the default when > 1 (config: 1; "
+                             "µs per decision then share cores)")
+    argtypes.add_executor_args(parser, "settings", default="serial, or process with --workers > 1")
     parser.add_argument("--config", default=None, help="YAML config (default configs/sweep.yaml)")
     parser.add_argument("--preset", default=None, help="a preset section of the config, e.g. quick")
     parser.add_argument("--out", default=None, help="output directory (default runs/sweep/<Env>/)")
@@ -62,9 +68,24 @@ def _list(text: str, kind: type, flag: str) -> list:
         raise UserError(f"{flag} must be comma-separated {kind.__name__}s, got {text!r}") from None
 
 
+def executor_name(chosen: str | None, workers: int, ray_address: str | None) -> str:
+    """The executor that plays the settings: ``--executor``, else ``process`` for ``--workers`` > 1, else ``serial``;
+    ``--workers`` > 1 with another executor is a :class:`UserError` (it sizes the process executor only)."""
+    from ee_rl.exec import check_executor
+
+    name = chosen or ("process" if workers > 1 else "serial")
+    if workers > 1 and name != "process":
+        raise UserError(f"--workers {workers} plays settings in local processes: use it with --executor process "
+                        f"(--executor {name} plays " + ("one at a time)" if name == "serial" else
+                                                       "as many at once as the cluster's CPUs allow)"))
+    check_executor(name, ray_address)
+    return name
+
+
 @cli_main
 def main() -> None:
     args = parse_args()
+    from ee_rl.exec import make_executor
     from ee_rl.io import RunDirLock, ensure_writable_dir
     from ee_rl.rl import sweep  # heavy imports after argument parsing
     from ee_rl.rl.games import display_name, rom_id
@@ -91,10 +112,12 @@ def main() -> None:
     if args.patience is not None:
         settings.patience = _list(args.patience, int, "--patience")
     for flag, name in (("episodes", "episodes"), ("n_envs", "n_envs"), ("seed", "seed"), ("threads", "torch_threads"),
+                       ("ale_threads", "ale_threads"), ("max_episode_frames", "max_episode_frames"),
                        ("workers", "workers")):
         if getattr(args, flag) is not None:
             setattr(settings, name, getattr(args, flag))
     settings.validate()
+    executor = executor_name(args.executor, settings.workers, args.ray_address)
     # Check everything that can be wrong before playing for minutes.
     if args.budget is not None:
         sweep.select_by_budget([], args.budget)
@@ -121,10 +144,12 @@ def main() -> None:
         progress_file.unlink(missing_ok=True)
     sweep.start_progress(out_dir, game, settings)
 
-    result = sweep.run_sweep(
-        game, agent_dir, settings, progress=not args.no_progress_bar, heads_dir=args.heads_dir, done=done,
-        on_row=lambda row: sweep.append_progress_row(out_dir, row),
-    )
+    cpus = settings.workers * settings.play().cpus
+    with make_executor(executor, cpus=cpus, ray_address=args.ray_address) as pool:
+        result = sweep.run_sweep(
+            game, agent_dir, settings, progress=not args.no_progress_bar, heads_dir=args.heads_dir, done=done,
+            on_row=lambda row: sweep.append_progress_row(out_dir, row), executor=pool,
+        )
     selections = sweep.selection_summary(result.rows, args.budget, args.max_drop)
     paths = sweep.write_sweep(result, out_dir, selections)
     if (out_dir / "expert.zip").is_file():  # an agent folder: its card shows the numbers of the files beside it

@@ -125,6 +125,7 @@ class AtariVecEnv(VecEnv):
         frame_skip, frame_stack, screen_size: the usual Atari preprocessing knobs (paper: 4, 4, 84).
         max_pool: max-pool the last two frames of each skip (paper: yes).
         num_threads: native threads stepping the emulators (default: the number of CPU cores, ≤ n_envs).
+        max_episode_frames: emulator frames after which a game is cut (truncated); ALE's 108,000 by default.
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class AtariVecEnv(VecEnv):
         screen_size: int = 84,
         max_pool: bool = True,
         num_threads: int | None = None,
+        max_episode_frames: int = MAX_EPISODE_FRAMES,
     ) -> None:
         if n_envs < 1:
             raise UserError(f"the number of environments must be a positive integer, got {n_envs}")
@@ -156,7 +158,7 @@ class AtariVecEnv(VecEnv):
             size=(screen_size, screen_size),
             grayscale=True,
             max_pool=max_pool,
-            max_episode_frames=MAX_EPISODE_FRAMES,  # read at call time: tests shorten the cap
+            max_episode_frames=max_episode_frames,
         )
         self.action_meanings = [a.name for a in self._ale.ale.get_action_set()]
         observation_space = spaces.Box(0, 255, (frame_stack, screen_size, screen_size), dtype=np.uint8)

@@ -290,11 +290,13 @@ def record_game(
     scale: int = 3,
     summary_seconds: float = 3.0,
     title: str = "",
+    max_episode_frames: int = MAX_EPISODE_FRAMES,
 ) -> GameRecording:
     """Play one full game with ``policy`` under ``rule`` and write it as a video with the exit overlay.
 
     One video frame per decision (at ``fps``; the game runs at 15 decisions per second, so 30 fps is 2× speed).
-    ``max_seconds`` caps the game part of the video; a summary card of ``summary_seconds`` ends it.
+    ``max_seconds`` caps the game part of the video; a summary card of ``summary_seconds`` ends it. The game is cut
+    after ``max_episode_frames`` emulator frames (ALE's 108,000).
     """
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise UserError(f"scale must be a positive integer, got {scale!r}")
@@ -305,8 +307,9 @@ def record_game(
     game = rom_id(env)
     max_decisions = math.inf if max_seconds is None else max(1, int(max_seconds * fps))
     num_ics = policy.num_ics
-    agent_env = make_atari_env(game, 1, training=False, sticky_prob=0.0, seed=seed, num_threads=1)
-    screen = LockstepScreen(game)
+    agent_env = make_atari_env(game, 1, training=False, sticky_prob=0.0, seed=seed, num_threads=1,
+                               max_episode_frames=max_episode_frames)
+    screen = LockstepScreen(game, max_episode_frames=max_episode_frames)
     sticky = StickyActions(1, sticky_prob, seed)  # drawn here so both emulators get the executed action
     tally = DecisionTally(num_ics)
     outcome = {"score": 0.0, "finished": False}

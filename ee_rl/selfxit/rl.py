@@ -27,13 +27,14 @@ import torch
 from ee_rl.core import FULL, FULL_RULE, ExitRule
 from ee_rl.errors import UserError
 from ee_rl.io import ensure_writable_dir
-from ee_rl.rl.envs import make_atari_env
+from ee_rl.rl.envs import MAX_EPISODE_FRAMES, make_atari_env
 from ee_rl.rl.evaluate import record_observations
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.policy import EarlyExitPolicy, agent_paths, load_early_exit_agent
 from ee_rl.rl.sweep.output import read_csv, write_csv
 from ee_rl.rl.sweep.play import games_row, play_games
 from ee_rl.rl.sweep.rows import SweepRow
+from ee_rl.rl.sweep.settings import PlaySettings
 from ee_rl.selfxit.evaluate import evaluate_held_out
 from ee_rl.selfxit.latency import latency_vs_batch
 from ee_rl.selfxit.pipeline import Calibration, calibrate_and_select, split_indices
@@ -55,10 +56,12 @@ def collect_expert_states(
     stride: int = 4,
     sticky_prob: float = 0.1,
     seed: int = 10_000,
+    max_episode_frames: int = MAX_EPISODE_FRAMES,
 ) -> np.ndarray:
     """``(n_states, *obs_shape)`` uint8 observations the expert meets while playing (evaluation envs, argmax
-    actions); every ``stride``-th decision of each env is kept."""
-    env = make_atari_env(game, n_envs, training=False, sticky_prob=sticky_prob, seed=seed)
+    actions, games cut at ``max_episode_frames``); every ``stride``-th decision of each env is kept."""
+    env = make_atari_env(game, n_envs, training=False, sticky_prob=sticky_prob, seed=seed,
+                         max_episode_frames=max_episode_frames)
     try:
         kept = record_observations(policy.expert_action, env, math.ceil(n_states / n_envs), stride)
     finally:
@@ -78,18 +81,15 @@ def play(
     policy: EarlyExitPolicy,
     rule: ExitRule,
     game: str,
+    games: PlaySettings,
     *,
-    episodes: int,
-    n_envs: int,
-    seed: int,
-    sticky_prob: float,
     method: str,
     threshold: float,
     label: str,
     exit_columns: tuple[int, ...] | None = None,
     num_candidates: int | None = None,
 ) -> SweepRow:
-    """Play ``episodes`` full games with ``policy.act(obs, rule)`` and measure them as a sweep row.
+    """Play ``games.episodes`` full games with ``policy.act(obs, rule)`` and measure them as a sweep row.
 
     Same protocol as :func:`ee_rl.rl.sweep.play.evaluate_setting` (seeded evaluation envs, a fixed game quota per env,
     every decision timed on its own, agreement with the expert's argmax on the same states), but with any rule.
@@ -97,9 +97,7 @@ def play(
     the exit rates line up with the agent that has every candidate exit (the sweep's CSV columns); None keeps the
     policy's own exits.
     """
-    stats, tally = play_games(
-        policy, rule, game, episodes=episodes, n_envs=n_envs, seed=seed, sticky_prob=sticky_prob
-    )
+    stats, tally = play_games(policy, rule, game, games)
     rates = tally.exit_rates
     if exit_columns is not None:
         if num_candidates is None or len(exit_columns) != policy.num_ics:
@@ -141,6 +139,7 @@ def run_rl_selfxit(policy: EarlyExitPolicy, game: str, settings: SelfXitSettings
     states = torch.from_numpy(collect_expert_states(
         policy, game, settings.states, n_envs=settings.n_envs, stride=settings.state_stride,
         sticky_prob=settings.sticky_prob, seed=settings.env_seed + STATES_SEED_OFFSET,
+        max_episode_frames=settings.max_episode_frames,
     ))
     # The 20 / 30 parts of SelfXit's 50 / 20 / 30 split (the 50 % were distillation's states).
     val_fraction = settings.split[1] / (settings.split[1] + settings.split[2])
@@ -150,12 +149,13 @@ def run_rl_selfxit(policy: EarlyExitPolicy, game: str, settings: SelfXitSettings
                                  repeats=settings.timing_repeats)
     agent = selfxit_policy(policy, calibration)
     # The games use the sweep's seeds, so the row appended to its CSV is played on the same games as its rows.
-    games = dict(episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.env_seed,
-                 sticky_prob=settings.sticky_prob)
-    expert = play(policy, FULL_RULE, game, method="expert", threshold=FULL, label="full", **games)
+    games = PlaySettings(episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.env_seed,
+                         sticky_prob=settings.sticky_prob, max_episode_frames=settings.max_episode_frames,
+                         torch_threads=settings.threads)
+    expert = play(policy, FULL_RULE, game, games, method="expert", threshold=FULL, label="full")
     tol = settings.tolerance
-    row = play(agent, calibration.rule, game, method=METHOD, threshold=tol, label=f"selfxit T={tol:g}",
-               exit_columns=calibration.subset.subset or (0,), num_candidates=policy.num_ics, **games)
+    row = play(agent, calibration.rule, game, games, method=METHOD, threshold=tol, label=f"selfxit T={tol:g}",
+               exit_columns=calibration.subset.subset or (0,), num_candidates=policy.num_ics)
     return RLSelfXit(calibration, held_out, expert, row, (len(val), len(test)), states[test])
 
 

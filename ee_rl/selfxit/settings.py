@@ -42,6 +42,7 @@ class SelfXitSettings:
     n_envs: int = 8
     sticky_prob: float = 0.1
     env_seed: int = 10_000
+    max_episode_frames: int = 108_000
 
     def validate(self) -> SelfXitSettings:
         """Check every value; a bad one is a one-line :class:`UserError`. Returns ``self``."""
@@ -67,7 +68,8 @@ class SelfXitSettings:
             ):
                 raise UserError(f"{name} must be a non-empty list of positive integers, got {values!r}")
         require_positive_ints(self, ("head_epochs", "head_batch_size", "batch_size", "timing_repeats",
-                                     "latency_repeats", "threads", "states", "state_stride", "episodes", "n_envs"))
+                                     "latency_repeats", "threads", "states", "state_stride", "episodes", "n_envs",
+                                     "max_episode_frames"))
         if self.search_trials < 0 or not 0 <= self.max_convs <= 2:
             raise UserError(f"search_trials must be >= 0 and max_convs 0-2, got {self.search_trials}, {self.max_convs}")
         if self.head_lr <= 0 or self.head_weight_decay < 0 or self.agreement_slack < 0:

@@ -120,15 +120,13 @@ def test_evaluate_policy_on_stock_sb3_atari_envs_plays_the_experts_games(agent_d
 def test_our_vector_env_reports_the_monitor_it_emulates(policy) -> None:
     from stable_baselines3.common.monitor import Monitor
 
-    env = envs.make_atari_env("Pong", 2, training=False, seed=0, num_threads=1)
+    env = envs.make_atari_env("Pong", 2, training=False, seed=0, num_threads=1, max_episode_frames=240)
     try:
         assert env.env_is_wrapped(Monitor) == [True, True]
         assert env.env_is_wrapped(gym.wrappers.TimeLimit) == [False, False]
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # SB3 warns when it cannot tell that scores are the Monitor's
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(envs, "MAX_EPISODE_FRAMES", 240)
-                evaluate_policy(EarlyExitAgent(policy, FULL_RULE), env, n_eval_episodes=2)
+            evaluate_policy(EarlyExitAgent(policy, FULL_RULE), env, n_eval_episodes=2)
     finally:
         env.close()
 

@@ -1,6 +1,6 @@
 """Tests of ee_rl.rl.sweep and scripts/sweep.py on a fresh (untrained) PPO expert with random heads.
 
-Games are cut at 60 agent steps (ALE's frame cap lowered for the tests), so every setting plays in about a second.
+Games are cut at 60 agent steps (the sweep's ``max_episode_frames``), so every setting plays in about a second.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from PIL import Image
 import ee_rl.rl.envs as envs
 from ee_rl.core import FULL_RULE, MaxProbExit, PatienceExit
 from ee_rl.errors import UserError
+from ee_rl.exec import SerialExecutor
 from ee_rl.rl import sweep
 from ee_rl.rl.checkpoint import load_model
 from ee_rl.rl.evaluate import run_episodes
@@ -33,13 +34,6 @@ EPISODES = 2
 
 
 @pytest.fixture(scope="module")
-def short_games():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(envs, "MAX_EPISODE_FRAMES", SHORT_GAME_FRAMES)
-        yield
-
-
-@pytest.fixture(scope="module")
 def agent_dir(tmp_path_factory) -> Path:
     return shared_tiny_agent(tmp_path_factory)
 
@@ -50,12 +44,15 @@ def ztw(agent_dir):
     return load_early_exit_agent(paths.expert, paths.heads, game="Pong")
 
 
+def tiny_settings(**changes) -> SweepSettings:
+    """ztw at 0.5 and pbee at patience 1 (and the expert), two short games each."""
+    return SweepSettings(methods=["ztw", "pbee"], thresholds=[0.5], patience=[1], episodes=EPISODES, n_envs=2,
+                         seed=SEED, max_episode_frames=SHORT_GAME_FRAMES, **changes)
+
+
 @pytest.fixture(scope="module")
-def result(agent_dir, short_games) -> sweep.SweepResult:
-    settings = SweepSettings(
-        methods=["ztw", "pbee"], thresholds=[0.5], patience=[1], episodes=EPISODES, n_envs=2, seed=SEED
-    )
-    return sweep.run_sweep("Pong", agent_dir, settings, progress=False)
+def result(agent_dir) -> sweep.SweepResult:
+    return sweep.run_sweep("Pong", agent_dir, tiny_settings(), progress=False)
 
 
 def recorded_states(n: int = 32) -> np.ndarray:
@@ -87,10 +84,10 @@ def hand_made_rows() -> list[SweepRow]:
     ]
 
 
-def test_full_policy_row_is_the_expert_exactly(result, agent_dir, short_games):
+def test_full_policy_row_is_the_expert_exactly(result, agent_dir):
     row = result.expert  # the sweep's full-policy row, shared by every method
     expert = load_model(agent_dir / "expert.zip", device="cpu")
-    env = envs.make_atari_env("Pong", 2, training=False, seed=SEED)
+    env = envs.make_atari_env("Pong", 2, training=False, seed=SEED, max_episode_frames=SHORT_GAME_FRAMES)
     stats = run_episodes(lambda obs: expert.predict(obs, deterministic=True)[0], env, EPISODES)
     env.close()
     assert row.returns == tuple(stats.returns) and row.return_mean == np.mean(stats.returns)
@@ -99,7 +96,7 @@ def test_full_policy_row_is_the_expert_exactly(result, agent_dir, short_games):
     assert row.exit_rates == (0.0, 0.0, 1.0) and row.rule == "full"
 
 
-def test_sweep_rows_tables_plot_and_reproducibility(result, ztw, agent_dir, short_games, tmp_path):
+def test_sweep_rows_tables_plot_and_reproducibility(result, ztw, agent_dir, tmp_path):
     rows = result.rows
     assert [(r.method, r.threshold) for r in rows] == [("ztw", 0.5), ("ztw", FULL), ("pbee", 1.0), ("pbee", FULL)]
     for r in rows:
@@ -114,7 +111,7 @@ def test_sweep_rows_tables_plot_and_reproducibility(result, ztw, agent_dir, shor
     assert result.exit_costs["ztw"][0] < 0.4 < 1.0 < result.exit_costs["ztw"][-1]  # IC 1 ~ conv1; final = +heads
 
     # The same seeds give the same numbers.
-    again = sweep.evaluate_setting(ztw, "ztw", 0.5, "Pong", episodes=EPISODES, n_envs=2, seed=SEED)
+    again = sweep.evaluate_setting(ztw, "ztw", 0.5, "Pong", result.settings.play())
     first = rows[0]
     assert (again.returns, again.inference_time, again.agreement, again.exit_rates, again.decisions) == (
         first.returns, first.inference_time, first.agreement, first.exit_rates, first.decisions
@@ -260,33 +257,57 @@ def test_settings_from_yaml(tmp_path):
     assert math.isinf(sweep.read_csv(sweep.write_csv(hand_made_rows(), tmp_path / "t.csv"))[5].threshold)
 
 
-def test_workers_play_the_same_games_as_one_process(result, agent_dir, short_games):
-    settings = SweepSettings(
-        methods=["ztw", "pbee"], thresholds=[0.5], patience=[1], episodes=EPISODES, n_envs=2, seed=SEED, workers=2
-    )
+def strip_us(rows):
+    """The rows without their µs per decision (timings differ, nothing else may)."""
+    return [dataclasses.replace(r, us_per_decision=0.0) for r in rows]
+
+
+@pytest.fixture(params=["serial", "process", "ray"])
+def executor(request):
+    """Each executor, sized for this 2-core machine (Ray: the tests' small local Ray)."""
+    from ee_rl.exec import make_executor
+
+    if request.param == "ray":
+        request.getfixturevalue("local_ray")
+    with make_executor(request.param, cpus=2) as made:
+        yield made
+
+
+def test_every_executor_plays_the_same_rows(result, agent_dir, executor):
     seen = []
-    parallel = sweep.run_sweep("Pong", agent_dir, settings, progress=False, on_row=seen.append)
+    again = sweep.run_sweep("Pong", agent_dir, tiny_settings(), progress=False, on_row=seen.append, executor=executor)
     assert len(seen) == 3  # expert, ztw 0.5, pbee 1: each reported once, as it finished
-    strip = lambda r: dataclasses.replace(r, us_per_decision=0.0)  # noqa: E731 - timings differ, nothing else
-    assert [strip(r) for r in parallel.rows] == [strip(r) for r in result.rows]
-    assert strip(parallel.expert) == strip(result.expert)
+    assert strip_us(again.rows) == strip_us(result.rows)
+    assert strip_us([again.expert]) == strip_us([result.expert])
+    assert all(r.us_per_decision > 0 for r in again.rows)
+
+
+def test_workers_run_the_process_executor_and_are_checked(tmp_path, monkeypatch, capsys):
+    from ee_rl.cli.sweep import executor_name
+
+    assert executor_name(None, 1, None) == "serial" and executor_name(None, 2, None) == "process"
+    with pytest.raises(UserError, match="--workers 2 plays settings in local processes"):
+        executor_name("serial", 2, None)
+    with pytest.raises(UserError, match="--ray-address needs --executor ray"):
+        executor_name("process", 2, "auto")
     with pytest.raises(UserError, match="workers"):
         SweepSettings(workers=0).validate()
+    with pytest.raises(UserError, match="ale_threads"):
+        SweepSettings(ale_threads=0).validate()
+    assert tiny_settings(torch_threads=1, ale_threads=2).play().cpus == 2
 
 
-def test_agents_loaded_again_from_the_directory_play_the_same_settings(result, agent_dir, short_games):
-    # What a worker does where the OS cannot fork: load the agents from the directory, then play its settings.
-    agents = sweep.load_agents(agent_dir, ["ztw", "pbee"], "Pong")
-    assert list(agents) == ["ztw", "pbee"] and agents["pbee"] is not agents["ztw"]  # pbee: the sdn heads
-    play = dict(episodes=EPISODES, n_envs=2, seed=SEED, sticky_prob=0.1)
+def test_a_setting_played_from_the_agents_bytes_is_the_setting_played_from_its_folder(result, agent_dir):
+    # What a worker does: load the agent from the bytes the driver read, then play its settings.
+    agent = sweep.AgentBytes.read(agent_dir, ["ztw", "pbee"])
+    assert agent.heads["pbee"] == (agent_dir / "exits-sdn.pt").read_bytes()  # pbee plays the sdn heads
     jobs = [("pbee", 1.0), (sweep.EXPERT, FULL), ("ztw", 0.5)]
-    played = dict(sweep.play_settings(jobs, agents, "Pong", play, workers=1))
-    assert list(played) == jobs  # one worker: in order, in this process
-    strip = lambda r: dataclasses.replace(r, us_per_decision=0.0)  # noqa: E731 - timings differ, nothing else
-    assert strip(played[("ztw", 0.5)]) == strip(result.rows[0])
-    assert strip(played[("pbee", 1.0)]) == strip(result.rows[2])
-    assert strip(played[(sweep.EXPERT, FULL)]) == strip(result.expert)
-    assert sweep.player_for(agents, sweep.EXPERT) is agents["ztw"]  # the full policy: the first agent, no head runs
+    played = dict(sweep.play_settings(jobs, agent, "Pong", result.settings.play(), SerialExecutor()))
+    assert list(played) == jobs  # the serial executor: in order, in this process
+    assert strip_us([played[("ztw", 0.5)], played[("pbee", 1.0)], played[(sweep.EXPERT, FULL)]]) == strip_us(
+        [result.rows[0], result.rows[2], result.expert])
+    agents = sweep.load_agents(agent_dir, ["ztw", "pbee"], "Pong")
+    assert sweep.player_for(agents, sweep.EXPERT) is agents["ztw"]  # the driver's costs: the first agent
 
 
 def test_sweep_section_of_the_agent_card(result, tmp_path):
@@ -308,14 +329,15 @@ def test_sweep_section_of_the_agent_card(result, tmp_path):
     assert again.count("<!-- section:sweep -->") == 1 and "Cheapest setting" not in again
 
 
-def test_cli_into_an_agent_folder_updates_its_card(agent_dir, short_games, tmp_path, monkeypatch, capsys):
+def test_cli_into_an_agent_folder_updates_its_card(agent_dir, tmp_path, monkeypatch, capsys):
     import shutil
 
     agent = tmp_path / "agent"
     shutil.copytree(agent_dir, agent)
     (agent / "README.md").write_text("# Pong agent\n")
     args = ["--env", "Pong", "--agent", str(agent), "--out", str(agent), "--methods", "ztw", "--thresholds", "0.5",
-            "--episodes", "1", "--n-envs", "1", "--max-drop", "1", "--no-progress-bar"]
+            "--episodes", "1", "--n-envs", "1", "--max-drop", "1", "--no-progress-bar",
+            "--max-episode-frames", str(SHORT_GAME_FRAMES)]
     code, out, _ = run_script("sweep", args, monkeypatch, capsys)
     assert code == 0 and "README.md" in out
     text = (agent / "README.md").read_text()
@@ -323,7 +345,7 @@ def test_cli_into_an_agent_folder_updates_its_card(agent_dir, short_games, tmp_p
     assert {p.name for p in agent.iterdir()} >= {"sweep.csv", "sweep.json", "sweep.png", "README.md"}
 
 
-def test_heads_from_another_directory_play_the_same_games(result, agent_dir, short_games, tmp_path):
+def test_heads_from_another_directory_play_the_same_games(result, agent_dir, tmp_path):
     # Heads kept outside the agent folder (as ZTW ablations are) are found through heads_dir; the expert stays put.
     heads_dir = tmp_path / "heads"
     heads_dir.mkdir()
@@ -349,14 +371,15 @@ def test_ablation_methods_need_their_own_heads_file(agent_dir, tmp_path):
 
 
 def test_an_existing_sweep_is_replaced_only_when_asked_and_the_progress_file_goes(
-    agent_dir, short_games, tmp_path, monkeypatch, capsys
+    agent_dir, tmp_path, monkeypatch, capsys
 ):
     import shutil
 
     agent = tmp_path / "agent"
     shutil.copytree(agent_dir, agent)
     args = ["--env", "Pong", "--agent", str(agent), "--out", str(agent), "--methods", "ztw", "--thresholds", "0.5",
-            "--episodes", "1", "--n-envs", "1", "--no-progress-bar"]
+            "--episodes", "1", "--n-envs", "1", "--no-progress-bar",
+            "--max-episode-frames", str(SHORT_GAME_FRAMES)]
     assert run_script("sweep", args, monkeypatch, capsys)[0] == 0
     assert not (agent / sweep.PROGRESS_FILE).exists()  # finished: every row is in sweep.csv
     before = (agent / "sweep.csv").read_bytes()
@@ -369,7 +392,7 @@ def test_an_existing_sweep_is_replaced_only_when_asked_and_the_progress_file_goe
 
 
 def test_an_interrupted_sweep_keeps_its_finished_settings_and_resume_plays_only_the_rest(
-    result, agent_dir, short_games, tmp_path, monkeypatch, capsys
+    result, agent_dir, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "out"
     out.mkdir()
@@ -392,6 +415,7 @@ def test_an_interrupted_sweep_keeps_its_finished_settings_and_resume_plays_only_
     # The CLI refuses to start over it unasked; --resume plays only the settings not yet played.
     args = ["--env", "Pong", "--agent", str(agent_dir), "--out", str(out), "--methods", "ztw,pbee",
             "--thresholds", "0.5", "--patience", "1", "--episodes", str(EPISODES), "--n-envs", "2",
+            "--max-episode-frames", str(SHORT_GAME_FRAMES),
             "--seed", str(SEED), "--no-progress-bar"]
     code, _, err = run_script("sweep", args, monkeypatch, capsys)
     assert code == 2 and "holds an interrupted sweep" in err

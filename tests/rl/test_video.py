@@ -56,9 +56,8 @@ def test_write_video_failure_keeps_the_previous_file(tmp_path):
 def test_lockstep_screen_plays_the_agents_game():
     """Configured like the agent's observations, the second emulator reproduces them exactly, across a reset."""
     cap = 320  # 80 agent steps per game, so the run crosses an automatic reset
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(envs, "MAX_EPISODE_FRAMES", cap)
-        agent_env = envs.make_atari_env("Pong", 1, training=False, sticky_prob=0.0, seed=11, num_threads=1)
+    agent_env = envs.make_atari_env("Pong", 1, training=False, sticky_prob=0.0, seed=11, num_threads=1,
+                                    max_episode_frames=cap)
     twin = video.LockstepScreen("Pong", grayscale=True, size=(84, 84), stack=4, max_pool=True, max_episode_frames=cap)
     colour = video.LockstepScreen("Pong", max_episode_frames=cap)
     rng = np.random.default_rng(1)
@@ -99,10 +98,8 @@ def agent_dir(tmp_path_factory) -> Path:
 def test_record_game_writes_one_frame_per_decision_and_a_summary(agent_dir, tmp_path):
     paths = agent_paths(agent_dir, "ztw")
     policy = load_early_exit_agent(paths.expert, paths.heads, game="Pong")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(envs, "MAX_EPISODE_FRAMES", 100)  # the game ends after 25 decisions
-        whole = video.record_game(policy, MaxProbExit(0.9), "Pong", tmp_path / "game.mp4", seed=5, fps=10,
-                                  scale=2, summary_seconds=0.5)
+    whole = video.record_game(policy, MaxProbExit(0.9), "Pong", tmp_path / "game.mp4", seed=5, fps=10, scale=2,
+                              summary_seconds=0.5, max_episode_frames=100)  # the game ends after 25 decisions
     assert whole.finished and whole.decisions == 25 and whole.frames == 25 + 5
     frames = read_frames(tmp_path / "game.mp4")
     assert len(frames) == 30 and frames[0].shape == (420 + video.PANEL_HEIGHT, 320, 3)

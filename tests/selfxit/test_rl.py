@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ee_rl.rl.envs as envs
 from ee_rl.core.exits import MaxProbExit
 from ee_rl.errors import UserError
 from ee_rl.rl import sweep
@@ -18,13 +17,6 @@ from ee_rl.selfxit.settings import SelfXitSettings
 from tests.rl.tiny_agent import write_tiny_agent
 
 SHORT_GAME_FRAMES = 240  # 60 agent steps
-
-
-@pytest.fixture(scope="module")
-def short_games():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(envs, "MAX_EPISODE_FRAMES", SHORT_GAME_FRAMES)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +30,27 @@ def sdn(agent_dir):
     return load_early_exit_agent(paths.expert, paths.heads, game="Pong")
 
 
-def test_collect_expert_states_keeps_every_stride_th_decision(sdn, short_games) -> None:
-    states = collect_expert_states(sdn, "pong", 10, n_envs=2, stride=3, seed=5)
+def test_collect_expert_states_keeps_every_stride_th_decision(sdn) -> None:
+    states = collect_expert_states(sdn, "pong", 10, n_envs=2, stride=3, seed=5,
+                                   max_episode_frames=SHORT_GAME_FRAMES)
     assert states.shape == (10, 4, 84, 84) and states.dtype == np.uint8
-    again = collect_expert_states(sdn, "pong", 10, n_envs=2, stride=3, seed=5)
+    again = collect_expert_states(sdn, "pong", 10, n_envs=2, stride=3, seed=5,
+                                   max_episode_frames=SHORT_GAME_FRAMES)
     assert np.array_equal(states, again)
 
 
-def test_play_matches_the_sweeps_evaluation_for_the_same_rule(sdn, short_games) -> None:
-    games = dict(episodes=1, n_envs=1, seed=77, sticky_prob=0.1)
-    mine = play(sdn, MaxProbExit(0.5), "pong", method="sdn", threshold=0.5, label="max_prob>0.5", **games)
-    theirs = sweep.evaluate_setting(sdn, "sdn", 0.5, "pong", **games)
+def test_play_matches_the_sweeps_evaluation_for_the_same_rule(sdn) -> None:
+    games = sweep.PlaySettings(episodes=1, n_envs=1, seed=77, sticky_prob=0.1, max_episode_frames=SHORT_GAME_FRAMES)
+    mine = play(sdn, MaxProbExit(0.5), "pong", games, method="sdn", threshold=0.5, label="max_prob>0.5")
+    theirs = sweep.evaluate_setting(sdn, "sdn", 0.5, "pong", games)
     for field in ("returns", "inference_time", "agreement", "decisions", "exit_rates", "rule"):
         assert getattr(mine, field) == getattr(theirs, field), field
 
 
-def test_rl_experiment_writes_the_report_and_the_sweep_row(agent_dir, short_games, tmp_path) -> None:
+def test_rl_experiment_writes_the_report_and_the_sweep_row(agent_dir, tmp_path) -> None:
     settings = SelfXitSettings(
-        tolerance=0.2, states=24, state_stride=2, episodes=1, n_envs=1, batch_size=16, timing_repeats=1
+        tolerance=0.2, states=24, state_stride=2, episodes=1, n_envs=1, batch_size=16, timing_repeats=1,
+        max_episode_frames=SHORT_GAME_FRAMES,
     ).validate()
     csv_path = tmp_path / "sweep.csv"
     # The latency table has its own test (test_latency.py).

@@ -13,7 +13,7 @@ numbers (except the µs).
 
 Modules, by job: :mod:`~ee_rl.rl.sweep.settings` (what to sweep), :mod:`~ee_rl.rl.sweep.rows` (what is measured),
 :mod:`~ee_rl.rl.sweep.play` (playing games under one rule and tallying decisions), :mod:`~ee_rl.rl.sweep.agents`
-(loading the agents), :mod:`~ee_rl.rl.sweep.pool` (many settings, in worker processes), :mod:`~ee_rl.rl.sweep.run`
+(loading the agents), :mod:`~ee_rl.rl.sweep.tasks` (settings as executor tasks), :mod:`~ee_rl.rl.sweep.run`
 (the whole sweep), :mod:`~ee_rl.rl.sweep.selection` (budget selection) and :mod:`~ee_rl.rl.sweep.output` (CSV, JSON,
 PNG and terminal table). Which rule a method uses at a threshold is the core's
 (:func:`ee_rl.core.rule_for_method`). This package re-exports the public names of all of them.
@@ -38,7 +38,6 @@ from ee_rl.rl.sweep.output import (
     write_sweep,
 )
 from ee_rl.rl.sweep.play import DecisionTally, evaluate_setting, expert_actions_for, games_row, play_games
-from ee_rl.rl.sweep.pool import Job, play_setting, play_settings
 from ee_rl.rl.sweep.rows import RETURNS_ORDER, SweepResult, SweepRow, rows_by_method
 from ee_rl.rl.sweep.run import run_sweep
 from ee_rl.rl.sweep.selection import (
@@ -50,13 +49,16 @@ from ee_rl.rl.sweep.selection import (
 )
 from ee_rl.rl.sweep.settings import (
     DEFAULT_CONFIG,
+    PlaySettings,
     SweepSettings,
     load_sweep_settings,
     rule_label,
     setting_thresholds,
 )
+from ee_rl.rl.sweep.tasks import AgentBytes, Job, load_player, play_setting, play_settings
 
 __all__ = [
+    "AgentBytes",
     "CSV_COLUMNS",
     "DEFAULT_CONFIG",
     "EXPERT",
@@ -65,6 +67,7 @@ __all__ = [
     "RETURNS_ORDER",
     "DecisionTally",
     "Job",
+    "PlaySettings",
     "SweepResult",
     "SweepRow",
     "SweepSettings",
@@ -78,6 +81,7 @@ __all__ = [
     "format_table",
     "games_row",
     "load_agents",
+    "load_player",
     "load_sweep_settings",
     "play_games",
     "play_setting",

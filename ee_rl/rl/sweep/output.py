@@ -125,7 +125,8 @@ def read_json(path: str | Path) -> list[SweepRow]:
 #: the sweep's files are written.
 PROGRESS_FILE = "sweep.rows.jsonl"
 #: Settings that change what a row measures (workers and threads change only the µs).
-_RESULT_SETTINGS = ("methods", "thresholds", "patience", "episodes", "n_envs", "sticky_prob", "seed")
+_RESULT_SETTINGS = ("methods", "thresholds", "patience", "episodes", "n_envs", "sticky_prob", "seed",
+                    "max_episode_frames")
 
 
 def _progress_header(game: str, settings: SweepSettings) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.evaluate import EpisodeStats, run_episodes
 from ee_rl.rl.policy import ActResult, EarlyExitPolicy
 from ee_rl.rl.sweep.rows import SweepRow
-from ee_rl.rl.sweep.settings import rule_label
+from ee_rl.rl.sweep.settings import PlaySettings, rule_label
 
 
 class DecisionTally:
@@ -84,20 +84,14 @@ def expert_actions_for(policy: EarlyExitPolicy, obs: np.ndarray, result: ActResu
 
 
 def play_games(
-    policy: EarlyExitPolicy,
-    rule: ExitRule,
-    game: str,
-    *,
-    episodes: int,
-    n_envs: int,
-    seed: int,
-    sticky_prob: float = 0.1,
+    policy: EarlyExitPolicy, rule: ExitRule, game: str, play: PlaySettings
 ) -> tuple[EpisodeStats, DecisionTally]:
-    """Play ``episodes`` full games with ``policy.act(obs, rule)``: the episode stats and the decision tally.
+    """Play ``play.episodes`` full games with ``policy.act(obs, rule)``: the episode stats and the decision tally.
 
-    Games run in ``min(n_envs, episodes)`` parallel evaluation envs seeded ``seed, seed + 1, ...``; each batched
-    decision is one ``policy.act`` call (batch-shrinking inference), timed on its own; the expert's action on the
-    same states (for the agreement) is computed outside the timed call.
+    Games run in ``min(n_envs, episodes)`` parallel evaluation envs seeded ``seed, seed + 1, ...`` (stepped by
+    ``play.ale_threads`` native threads, cut at ``play.max_episode_frames``); each batched decision is one
+    ``policy.act`` call (batch-shrinking inference), timed on its own; the expert's action on the same states (for
+    the agreement) is computed outside the timed call. Torch's threads are the caller's to set.
     """
     tally = DecisionTally(policy.num_ics)
     counted: list[np.ndarray] = []
@@ -113,35 +107,24 @@ def play_games(
         tally.add(result, expert_actions_for(policy, obs, result), counted[0] if counted else None)
         return result.actions
 
-    env = make_atari_env(game, min(n_envs, episodes), training=False, sticky_prob=sticky_prob, seed=seed)
+    env = make_atari_env(
+        game, min(play.n_envs, play.episodes), training=False, sticky_prob=play.sticky_prob, seed=play.seed,
+        num_threads=play.ale_threads, max_episode_frames=play.max_episode_frames,
+    )
     try:
-        stats = run_episodes(act, env, episodes, on_step=remember_counted)
+        stats = run_episodes(act, env, play.episodes, on_step=remember_counted)
     finally:
         env.close()
     return stats, tally
 
 
 def evaluate_setting(
-    policy: EarlyExitPolicy,
-    method: str,
-    threshold: float,
-    game: str,
-    *,
-    episodes: int,
-    n_envs: int,
-    seed: int,
-    sticky_prob: float = 0.1,
+    policy: EarlyExitPolicy, method: str, threshold: float, game: str, play: PlaySettings
 ) -> SweepRow:
-    """Play ``episodes`` full games with ``policy`` under the setting's rule and measure them (see :class:`SweepRow`).
-
-    Games run in ``min(n_envs, episodes)`` parallel evaluation envs seeded ``seed, seed + 1, ...``; each batched
-    decision is one ``policy.act`` call (batch-shrinking inference), timed on its own; the expert's action on the
-    same states (for the agreement) is computed outside the timed call.
-    """
+    """Play ``play.episodes`` full games with ``policy`` under the setting's rule and measure them (see
+    :class:`SweepRow` and :func:`play_games`)."""
     rule = rule_for_method(method, threshold)
-    stats, tally = play_games(
-        policy, rule, game, episodes=episodes, n_envs=n_envs, seed=seed, sticky_prob=sticky_prob
-    )
+    stats, tally = play_games(policy, rule, game, play)
     return games_row(method, threshold, rule_label(method, threshold), stats, tally)
 
 

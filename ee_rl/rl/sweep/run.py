@@ -11,15 +11,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ee_rl.core import FULL
+from ee_rl.exec import Executor, SerialExecutor
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.sweep.agents import EXPERT, load_agents, player_for
-from ee_rl.rl.sweep.pool import Job, play_settings
 from ee_rl.rl.sweep.rows import SweepResult, SweepRow
 from ee_rl.rl.sweep.settings import SweepSettings, setting_thresholds
+from ee_rl.rl.sweep.tasks import AgentBytes, Job, play_settings
 
 
 def run_sweep(
@@ -31,6 +31,7 @@ def run_sweep(
     on_row: Callable[[SweepRow], None] | None = None,
     heads_dir: str | Path | None = None,
     done: Sequence[SweepRow] = (),
+    executor: Executor | None = None,
 ) -> SweepResult:
     """Sweep every method and threshold of ``settings`` with the agent in ``agent_dir`` on game ``env``.
 
@@ -38,42 +39,27 @@ def run_sweep(
     ``heads_dir``, if given, holds the heads files instead (e.g. ZTW ablations kept outside the agent folder).
     ``done`` are rows of settings already played (an interrupted sweep's): those settings are not played again
     (``on_row`` is called only for the new ones). The result's ``wall_time_s`` counts this call only.
-    Sets torch's intra-op threads to ``settings.torch_threads`` while playing (restored after). ``on_row`` is
-    called with every finished row (e.g. to log it).
+    Settings are played as tasks of ``executor`` (default: one after another in this process), each with
+    ``settings.torch_threads`` intra-op threads and ``settings.ale_threads`` emulator threads. ``on_row`` is called
+    with every finished row as it finishes (e.g. to log it).
     """
     settings = (settings or SweepSettings()).validate()
     game = rom_id(env)
     policies = load_agents(agent_dir, settings.methods, game, heads_dir)
+    agent = AgentBytes.read(agent_dir, settings.methods, heads_dir)
     jobs = [(m, t) for m in settings.methods for t in setting_thresholds(m, settings, policies[m].num_ics)[:-1]]
-    play = dict(
-        episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.seed, sticky_prob=settings.sticky_prob
-    )
     expert_player = player_for(policies, EXPERT)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(settings.torch_threads)
     start = time.time()
     measured: dict[Job, SweepRow] = {(r.method, r.threshold): r for r in done}
     todo = [job for job in [(EXPERT, FULL), *jobs] if job not in measured]
-    try:
-        bar = tqdm(total=len(todo), desc=f"sweep {display_name(game)}", unit="setting", disable=not progress)
-        with bar:
-            for job, row in play_settings(
-                todo,
-                policies,
-                game,
-                play,
-                workers=settings.workers,
-                torch_threads=settings.torch_threads,
-                agent_dir=agent_dir,
-                heads_dir=heads_dir,
-            ):
-                measured[job] = row
-                bar.set_postfix_str(f"{row.method} {row.rule}")
-                bar.update()
-                if on_row is not None:
-                    on_row(row)
-    finally:
-        torch.set_num_threads(threads)
+    bar = tqdm(total=len(todo), desc=f"sweep {display_name(game)}", unit="setting", disable=not progress)
+    with bar:
+        for job, row in play_settings(todo, agent, game, settings.play(), executor or SerialExecutor()):
+            measured[job] = row
+            bar.set_postfix_str(f"{row.method} {row.rule}")
+            bar.update()
+            if on_row is not None:
+                on_row(row)
     expert = measured[(EXPERT, FULL)]
     rows = []
     for method in settings.methods:

@@ -1,4 +1,5 @@
-"""What a sweep sweeps and how it plays (``configs/sweep.yaml``), and the thresholds and labels of its settings."""
+"""What a sweep sweeps and how it plays (``configs/sweep.yaml``), how one setting's games are played
+(:class:`PlaySettings`, all a worker needs besides the agent), and the thresholds and labels of the settings."""
 
 from __future__ import annotations
 
@@ -9,9 +10,39 @@ from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml,
 from ee_rl.core import FULL, is_patience_method
 from ee_rl.errors import UserError
 from ee_rl.rl.games import display_name, rom_id
+from ee_rl.rl.envs import MAX_EPISODE_FRAMES
 from ee_rl.rl.policy import AGENT_METHODS, is_agent_method
 
 DEFAULT_CONFIG = CONFIG_DIR / "sweep.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaySettings:
+    """How the games of one setting are played: every value a worker needs besides the agent and the rule.
+
+    Attributes:
+        episodes: full games.
+        n_envs: parallel envs (at most ``episodes`` are used).
+        seed: env ``i`` plays seed ``seed + i``.
+        sticky_prob: agent-level sticky action probability.
+        max_episode_frames: emulator frames after which a game is cut (ALE's 108,000; tests play short games).
+        torch_threads: torch intra-op threads while playing.
+        ale_threads: native threads stepping the emulators.
+    """
+
+    episodes: int
+    n_envs: int
+    seed: int
+    sticky_prob: float = 0.1
+    max_episode_frames: int = MAX_EPISODE_FRAMES
+    torch_threads: int = 1
+    ale_threads: int = 1
+
+    @property
+    def cpus(self) -> int:
+        """CPUs a setting keeps busy: the network and the emulators take turns (an agent step waits for both), so the
+        larger of the two thread counts."""
+        return max(self.torch_threads, self.ale_threads)
 
 
 @dataclasses.dataclass
@@ -26,8 +57,10 @@ class SweepSettings:
         n_envs: parallel envs (at most ``episodes`` are used).
         sticky_prob: agent-level sticky action probability (paper: 0.1).
         seed: env seed; env ``i`` plays seed ``seed + i``, the same for every setting.
+        max_episode_frames: emulator frames after which a game is cut (ALE's 108,000 = 30 minutes of play).
         torch_threads: torch intra-op threads while playing (the µs per decision depend on it).
-        workers: settings played at once, each in its own process (returns, costs and exit rates do not depend on
+        ale_threads: native threads stepping a setting's emulators.
+        workers: settings played at once by the process executor (returns, costs and exit rates do not depend on
             it; the µs per decision do, as the workers share the machine: use 1 for clean timings).
     """
 
@@ -38,7 +71,9 @@ class SweepSettings:
     n_envs: int = 8
     sticky_prob: float = 0.1
     seed: int = 10_000
+    max_episode_frames: int = MAX_EPISODE_FRAMES
     torch_threads: int = 1
+    ale_threads: int = 1
     workers: int = 1
 
     def validate(self) -> SweepSettings:
@@ -61,10 +96,19 @@ class SweepSettings:
         for p in self.patience:
             if isinstance(p, bool) or not isinstance(p, int) or p < 0:
                 raise UserError(f"patience values must be non-negative integers, got {p!r}")
-        require_positive_ints(self, ("episodes", "n_envs", "torch_threads", "workers"))
+        require_positive_ints(self, ("episodes", "n_envs", "max_episode_frames", "torch_threads", "ale_threads",
+                                     "workers"))
         if not 0.0 <= self.sticky_prob < 1.0:
             raise UserError(f"sticky_prob must be in [0, 1), got {self.sticky_prob}")
         return self
+
+    def play(self) -> PlaySettings:
+        """How each setting's games are played."""
+        return PlaySettings(
+            episodes=self.episodes, n_envs=self.n_envs, seed=self.seed, sticky_prob=self.sticky_prob,
+            max_episode_frames=self.max_episode_frames, torch_threads=self.torch_threads,
+            ale_threads=self.ale_threads,
+        )
 
 
 def load_sweep_settings(path: str | Path | None, game: str, preset: str | None = None) -> SweepSettings:
