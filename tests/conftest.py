@@ -55,3 +55,14 @@ def stop_ray_at_the_end() -> Iterator[None]:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(params=["serial", "process", "ray"])
+def executor(request):
+    """Each executor in turn, sized for a 2-core machine (Ray: the tests' small local Ray)."""
+    from ee_rl.exec import make_executor
+
+    if request.param == "ray":
+        request.getfixturevalue("local_ray")
+    with make_executor(request.param, cpus=2) as made:
+        yield made

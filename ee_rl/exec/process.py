@@ -35,6 +35,11 @@ class ProcessExecutor(Executor):
         self._running: dict[Future, tuple[LocalTask, float]] = {}
         self._busy = 0.0
 
+    @property
+    def running(self) -> int:
+        """Tasks running now."""
+        return len(self._running)
+
     def submit(
         self, fn: Callable[..., Any], *args: Any, cpus: float = 1, retries: int = DEFAULT_RETRIES, name: str = ""
     ) -> LocalTask:

@@ -40,6 +40,16 @@ def require_ray() -> Any:
     return ray
 
 
+def run_task(fn: Callable[..., Any], *args: Any) -> Any:
+    """What a Ray worker runs: ``fn(*args)`` (any callable importable by name, builtins included; the arguments
+    that were task handles arrive as their results)."""
+    return fn(*args)
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
 class RayExecutor(Executor):
     """Runs tasks as Ray tasks; ``put`` stores a value once in Ray's object store.
 
@@ -56,7 +66,7 @@ class RayExecutor(Executor):
         ray = require_ray()
         self._ray = ray
         self._owned = not ray.is_initialized()
-        self._remote: dict[Callable[..., Any], Any] = {}
+        self._task: Any = None
         if not self._owned:
             return
         options: dict[str, Any] = {"include_dashboard": False}
@@ -77,12 +87,10 @@ class RayExecutor(Executor):
     def submit(
         self, fn: Callable[..., Any], *args: Any, cpus: float = 1, retries: int = DEFAULT_RETRIES, name: str = ""
     ) -> Any:
-        if fn not in self._remote:
-            self._remote[fn] = self._ray.remote(fn)
-        options: dict[str, Any] = {"num_cpus": cpus, "max_retries": retries}
-        if name:
-            options["name"] = name
-        return self._remote[fn].options(**options).remote(*args)
+        if self._task is None:
+            self._task = self._ray.remote(run_task)
+        options: dict[str, Any] = {"num_cpus": cpus, "max_retries": retries, "name": name or _name(fn)}
+        return self._task.options(**options).remote(fn, *args)
 
     def as_completed(self, handles: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         pending = list(handles)

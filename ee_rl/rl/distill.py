@@ -420,6 +420,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def _distill_config(config: str | Path | DistillConfig | None, game_display_name: str) -> DistillConfig:
+    """A copy of ``config`` if it is one, else the YAML file's settings for the game."""
+    if isinstance(config, DistillConfig):
+        config = dataclasses.replace(config)
+        config.validate()
+        return config
+    return load_distill_config(config, game_display_name)
+
+
+def checkpoint_timesteps(path: str | Path) -> int:
+    """Env steps a training checkpoint written by :func:`save_checkpoint` has trained (0 when there is none)."""
+    path = Path(path)
+    return int(load_checkpoint(path)["state"]["num_timesteps"]) if path.is_file() else 0
+
+
 def default_run_dir(game_display_name: str, method: ExitMethod, seed: int) -> Path:
     """``runs/exits/<Game>_<method>_s<seed>/``."""
     return Path("runs") / "exits" / f"{game_display_name}_{method.name}_s{seed}"
@@ -434,7 +449,7 @@ def distill_exits(
     seed: int = 0,
     total_timesteps: int | None = None,
     resume: bool = False,
-    config: str | Path | None = None,
+    config: str | Path | DistillConfig | None = None,
     device: str = "cpu",
     threads: int | None = 1,
     progress_bar: bool = True,
@@ -448,7 +463,8 @@ def distill_exits(
     expert) and ``<out>/summary.json``. ``resume`` continues the step count from the checkpoint; the environments
     restart with seeds derived from ``seed`` and the step count. ``threads``: torch intra-op threads (None = all
     cores; the default 1 suits the small batches here, and avoids 10x slow-downs on a busy CPU). ``make_env``
-    defaults to :func:`ee_rl.rl.envs.make_atari_env`.
+    defaults to :func:`ee_rl.rl.envs.make_atari_env`. ``config`` is a YAML file (default ``configs/exits.yaml``) or
+    the :class:`DistillConfig` itself; a resumed run keeps its own settings unless one is given.
     """
     from ee_rl.rl.checkpoint import file_sha256, load_model, weights_sha256
     from ee_rl.rl.envs import make_atari_env
@@ -477,13 +493,13 @@ def distill_exits(
             raise UserError(f"{checkpoint} trains method {saved_method.name}, not {method.name}; pass the same flags")
         seed = int(saved["seed"])
         cfg = (
-            load_distill_config(config, name)
+            _distill_config(config, name)
             if config is not None  # the run's own settings, unless told otherwise
             else build_dataclass(DistillConfig, saved["config"], f"{checkpoint} settings")
         )
         state = TrainingState(**saved["state"])
     else:
-        cfg = load_distill_config(config, name)
+        cfg = _distill_config(config, name)
     if total_timesteps is not None:
         cfg.total_timesteps = total_timesteps
     if resume and cfg.total_timesteps < state.num_timesteps:

@@ -19,7 +19,7 @@ from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
 from ee_rl.io import RunDirLock, atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.rl.checkpoint import META_ATTR, load_model, meta, save_model_atomic
-from ee_rl.rl.envs import make_atari_env
+from ee_rl.rl.envs import MAX_EPISODE_FRAMES, make_atari_env
 from ee_rl.rl.evaluate import run_episodes
 from ee_rl.rl.fast_ppo import ChannelsLastCnnPolicy, Uint8RolloutBuffer, tune_cpu
 from ee_rl.rl.games import display_name, rom_id
@@ -213,10 +213,21 @@ def truncate_episode_csv(path: Path, max_timesteps: int) -> int:
     return sum(1 for r in rows[1:] if r) - len(valid)
 
 
-def evaluate_model(model: PPO, game: str, n_episodes: int, seed: int, sticky_prob: float) -> dict[str, Any]:
-    """Full games (raw scores, sticky actions, argmax actions) with the model; a JSON-ready summary."""
+def evaluate_model(
+    model: PPO,
+    game: str,
+    n_episodes: int,
+    seed: int,
+    sticky_prob: float,
+    *,
+    num_threads: int | None = None,
+    max_episode_frames: int = MAX_EPISODE_FRAMES,
+) -> dict[str, Any]:
+    """Full games (raw scores, sticky actions, argmax actions, cut at ``max_episode_frames``) with the model, their
+    emulators stepped by ``num_threads`` threads (None: one per core); a JSON-ready summary."""
     n_envs = min(n_episodes, 8)
-    env = make_atari_env(game, n_envs, training=False, sticky_prob=sticky_prob, seed=seed)
+    env = make_atari_env(game, n_envs, training=False, sticky_prob=sticky_prob, seed=seed, num_threads=num_threads,
+                         max_episode_frames=max_episode_frames)
     try:
         start = time.time()
         stats = run_episodes(lambda obs: model.predict(obs, deterministic=True)[0], env, n_episodes)
@@ -262,9 +273,12 @@ def train_expert(
     n_envs: int | None = None,
     resume: bool = False,
     device: str = "cpu",
-    config: str | Path | None = None,
+    config: str | Path | ExpertConfig | None = None,
     eval_episodes: int = 10,
     progress_bar: bool = True,
+    threads: int | None = None,
+    ale_threads: int | None = None,
+    eval_max_episode_frames: int = MAX_EPISODE_FRAMES,
 ) -> dict[str, Any]:
     """Train (or resume) a PPO expert; write checkpoints, TensorBoard logs, ``final.zip`` and ``eval.json``.
 
@@ -273,10 +287,15 @@ def train_expert(
     and at the end ``final.zip`` and ``eval.json``. Resuming continues the same step count and schedules;
     the environments restart (emulator states are not saved) with seeds derived from ``seed`` and the
     step count, so a resumed run is deterministic given its checkpoint.
+
+    ``config`` is a YAML file (default ``configs/ppo_atari.yaml``) or the :class:`ExpertConfig` itself (a resumed run
+    keeps its own unless one is given). ``threads``: torch intra-op threads (None: all cores); ``ale_threads``: the
+    emulators' threads (None: one per core, at most one per env); ``eval_max_episode_frames`` cuts the final
+    evaluation's games (ALE's 108,000).
     """
     game = rom_id(env)
     device = str(resolve_device(device))
-    cfg = load_expert_config(config, game)
+    cfg = dataclasses.replace(config) if isinstance(config, ExpertConfig) else load_expert_config(config, game)
     if total_timesteps is not None:
         cfg.total_timesteps = total_timesteps
     if n_envs is not None:
@@ -293,7 +312,7 @@ def train_expert(
         raise UserError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
     lock = RunDirLock(run_dir)  # one live process per run directory; released when this function returns
     ensure_writable_dir(run_dir / "checkpoints")
-    threads = tune_cpu()
+    threads = tune_cpu(threads)
     tb_dir = str(run_dir / "tb")
 
     if resume:
@@ -307,7 +326,8 @@ def train_expert(
         cfg.total_timesteps = int(total_timesteps or run_meta.get("total_timesteps", cfg.total_timesteps))
         run_meta["schedule_history"] = extend_schedule_history(run_meta, model.num_timesteps, cfg.total_timesteps)
         env_seed = seed + model.num_timesteps
-        vec_env = make_atari_env(game, model.n_envs, training=True, sticky_prob=cfg.sticky_prob, seed=env_seed)
+        vec_env = make_atari_env(game, model.n_envs, training=True, sticky_prob=cfg.sticky_prob, seed=env_seed,
+                                 num_threads=ale_threads)
         model.set_env(vec_env)
         model.set_random_seed(env_seed)
         model.tensorboard_log = tb_dir
@@ -316,7 +336,8 @@ def train_expert(
         if dropped:
             print(f"note: dropped {dropped} malformed row(s) from {run_dir / 'episodes.csv'}", file=sys.stderr)
     else:
-        vec_env = make_atari_env(game, cfg.n_envs, training=True, sticky_prob=cfg.sticky_prob, seed=seed)
+        vec_env = make_atari_env(game, cfg.n_envs, training=True, sticky_prob=cfg.sticky_prob, seed=seed,
+                                 num_threads=ale_threads)
         model = build_ppo(vec_env, cfg, seed, device, tb_dir)
         run_meta = {
             "game": game,
@@ -364,7 +385,8 @@ def train_expert(
     save_model_atomic(model, run_dir / "final.zip")
     vec_env.close()
 
-    evaluation = evaluate_model(model, game, eval_episodes, seed + EVAL_SEED_OFFSET, cfg.sticky_prob)
+    evaluation = evaluate_model(model, game, eval_episodes, seed + EVAL_SEED_OFFSET, cfg.sticky_prob,
+                                num_threads=ale_threads, max_episode_frames=eval_max_episode_frames)
     result = {
         "game": game,
         "timesteps": model.num_timesteps,

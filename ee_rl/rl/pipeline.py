@@ -1,7 +1,7 @@
 """A game's pipeline as data (expert → publish → exits → publish → sweep → video → card): skips, resumes.
 
-:func:`game_stages` defines the stages of one game once (``scripts/reproduce.py`` runs them here; a grid runner can
-hand the same :class:`Stage` objects to other machines). :func:`plan` decides, per stage, whether it runs, resumes,
+:func:`game_stages` lays out the stages of one game (``scripts/reproduce.py`` runs them here); their names, order and
+settings are :mod:`ee_rl.rl.stages`', which ``scripts/grid.py`` runs for many games, methods and seeds at once. :func:`plan` decides, per stage, whether it runs, resumes,
 is skipped or waits for an earlier stage; :func:`run_pipeline` checks that plan before doing any work, then runs each
 stage's CLI as a subprocess and records ``<agent>/.pipeline/<stage>.json``: the SHA-256 of every input, the command
 and the config settings it ran with, and the SHA-256 of what it wrote.
@@ -34,6 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from ee_rl.errors import UserError
+from ee_rl.rl.stages import (
+    EXITS,
+    EXPERT,
+    MIN_SWEEP_EPISODES,  # noqa: F401 - re-exported: the sweep's fewest games, as the stages define them
+    RETURN_TOLERANCE,
+    SWEEP,
+    config_section,
+    exits_stage,
+    sweep_episodes,
+)
 
 #: The repository root: the directory holding ``ee_rl/``, ``scripts/`` and ``configs/``.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,9 +61,7 @@ NOT_SELECTED = "not selected"
 WORKING = (RUN, RESUME, PENDING)
 
 #: Fraction of the expert's return the video's threshold may lose (the card's comparison uses the same 5 %).
-VIDEO_TOLERANCE = 0.05
-#: Fewest full games per sweep setting: fewer cannot separate settings on high-variance games (issue 22).
-MIN_SWEEP_EPISODES = 20
+VIDEO_TOLERANCE = RETURN_TOLERANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +151,6 @@ def game_stages(
     does not make a finished sweep stale). A bad game name is a :class:`UserError`. Only the game's own sections of
     ``configs/ppo_atari.yaml`` and ``configs/sweep.yaml`` become stage settings.
     """
-    from ee_rl.config import merged_section, read_yaml
     from ee_rl.rl.games import display_name, rom_id
 
     name = display_name(rom_id(game))
@@ -153,14 +160,14 @@ def game_stages(
     training = agent / "training"
     checkpoint = training / "checkpoints" / "latest.zip"
     expert, expert_eval, card = agent / "expert.zip", agent / "expert_eval.json", agent / "README.md"
-    expert_config = merged_section(read_yaml(root / "configs" / "ppo_atari.yaml"), "atari", name)
-    sweep_config = merged_section(read_yaml(root / "configs" / "sweep.yaml"), "sweep", name)
+    expert_config = config_section(EXPERT, name, root / "configs")
+    sweep_config = config_section(SWEEP, name, root / "configs")
     scratch = runs / "pipeline" / name / "evaluate-50"
-    episodes = max(MIN_SWEEP_EPISODES, int(sweep_config.get("episodes", 0)))
+    episodes = sweep_episodes(sweep_config.get("episodes", 0))
 
     stages = [
         Stage(
-            "expert",
+            EXPERT,
             ("scripts/train_policy.py", "--env", name, "--seed", str(seed), "--out", str(training),
              "--no-progress-bar"),
             outputs=(checkpoint, training / "eval.json"),  # eval.json is written once training has finished
@@ -186,10 +193,10 @@ def game_stages(
         ),
     ]
     for method in methods:
-        run_dir = runs / "exits" / f"{name}_{method}_s{seed}"
+        run_dir = runs / EXITS / f"{name}_{method}_s{seed}"
         heads = agent / f"exits-{method}.pt"
         stages.append(Stage(
-            f"exits-{method}",
+            exits_stage(method),
             ("scripts/train_exits.py", "--env", name, "--expert", str(expert), "--method", method,
              "--seed", str(seed), "--out", str(run_dir), "--no-progress-bar"),
             inputs=(expert,),
@@ -197,7 +204,7 @@ def game_stages(
             checkpoint=run_dir / "checkpoints" / "latest.pt",
         ))
         stages.append(Stage(
-            f"publish-exits-{method}",
+            f"publish-{exits_stage(method)}",
             ("scripts/publish_exits.py", "--run", str(run_dir), "--agent", str(agent)),
             inputs=(run_dir / "summary.json", run_dir / f"exits-{method}.pt", expert),
             outputs=(heads,),
@@ -207,7 +214,7 @@ def game_stages(
     heads_files = tuple(agent / f"exits-{method}.pt" for method in methods)
     sweep_csv, sweep_json = agent / "sweep.csv", agent / "sweep.json"
     stages.append(Stage(
-        "sweep",
+        SWEEP,
         ("scripts/sweep.py", "--env", name, "--agent", str(agent), "--out", str(agent), "--episodes", str(episodes),
          "--budget", "0.5", "--no-progress-bar"),
         # The pipeline reruns a sweep only when its inputs changed: replacing the old one is the point.

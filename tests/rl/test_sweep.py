@@ -262,17 +262,6 @@ def strip_us(rows):
     return [dataclasses.replace(r, us_per_decision=0.0) for r in rows]
 
 
-@pytest.fixture(params=["serial", "process", "ray"])
-def executor(request):
-    """Each executor, sized for this 2-core machine (Ray: the tests' small local Ray)."""
-    from ee_rl.exec import make_executor
-
-    if request.param == "ray":
-        request.getfixturevalue("local_ray")
-    with make_executor(request.param, cpus=2) as made:
-        yield made
-
-
 def test_every_executor_plays_the_same_rows(result, agent_dir, executor):
     seen = []
     again = sweep.run_sweep("Pong", agent_dir, tiny_settings(), progress=False, on_row=seen.append, executor=executor)
