@@ -111,6 +111,18 @@ def ensure_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def writable_dir_or_temporary(path: str | Path) -> Path:
+    """``path`` if this process can create and write it, else a fresh temporary folder.
+
+    For a task that trains in the checkpoint location its driver names: on a machine that cannot write there (a
+    cluster node without the driver's storage) the run still works, only a retry cannot resume it.
+    """
+    try:
+        return ensure_writable_dir(path)
+    except UserError:
+        return Path(tempfile.mkdtemp(prefix="ee_rl-run-"))
+
+
 #: The lock file a live run holds in its directory (see :class:`RunDirLock`).
 LOCK_FILE = ".lock"
 

@@ -38,6 +38,9 @@ def parse_args() -> argparse.Namespace:
                         help="only re-render the tables and plots in --out from its seeds.json (no evaluation)")
     parser.add_argument("--weights", default=None, help="with --train: pretrained backbone weights")
     parser.add_argument("--transfer", action="store_true", help="with --train --weights: new linear head first")
+    argtypes.add_executor_args(parser, "seeds' training runs (with --train)")
+    parser.add_argument("--cpus", type=argtypes.workers, default=None,
+                        help="with --executor process: CPUs the runs may use (default: all of this machine's)")
     return parser.parse_args()
 
 
@@ -49,6 +52,13 @@ def main() -> None:
     from ee_rl.vision.config import load_vision_config
     from ee_rl.vision.experiment import ExperimentSpec, evaluate_experiment, rewrite_report
 
+    from ee_rl.cli.args import cpu_count
+    from ee_rl.exec import check_executor, make_executor
+
+    executor = args.executor or "serial"
+    check_executor(executor, args.ray_address)
+    if args.cpus is not None and executor != "process":
+        raise UserError("--cpus sizes the process executor: use it with --executor process")
     apply_threads(args.threads)
     if args.seed is None and args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
@@ -74,13 +84,15 @@ def main() -> None:
         rewrite_report(out, config)
         print((out / "budget_table.md").read_text())
         return
-    summary = evaluate_experiment(ExperimentSpec(
+    experiment = ExperimentSpec(
         dataset=args.dataset, arch=arch, seeds=seeds, runs_dir=Path(args.runs), out_dir=out, config=config,
         methods=methods, data_dir=Path(args.data_dir) if args.data_dir else None, device=args.device,
         progress=not args.no_progress_bar, train_missing=args.train,
         weights=Path(args.weights) if args.weights else None, transfer=args.transfer,
         command=shlex.join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-    ))
+    )
+    with make_executor(executor, cpus=args.cpus or cpu_count(), ray_address=args.ray_address) as pool:
+        summary = evaluate_experiment(experiment, pool)
     print((out / "budget_table.md").read_text())
     print(json.dumps({"out": str(out), "wall_time_s": round(summary["wall_time_s"]["total"], 1)}))
 

@@ -15,6 +15,7 @@ import torch
 from ee_rl.core.method import method_by_name
 from ee_rl.devices import resolve_device
 from ee_rl.errors import UserError
+from ee_rl.exec import Executor, SerialExecutor
 from ee_rl.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ee_rl.vision.checkpoint import load_exit_model
 from ee_rl.vision.config import VisionConfig
@@ -31,7 +32,8 @@ from ee_rl.vision.stats import (
     hindsight_seed_rows,
     paired_rows,
 )
-from ee_rl.vision.train import RunSpec, train_run
+from ee_rl.vision.tasks import train_seeds
+from ee_rl.vision.train import RunSpec
 
 
 def run_dir_for(runs_dir: Path, dataset: str, arch: str, seed: int) -> Path:
@@ -79,8 +81,12 @@ class ExperimentSpec:
     extra_info: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate_experiment(spec: ExperimentSpec) -> dict[str, Any]:
-    """Train (if asked) and evaluate every seed, then write the report into ``spec.out_dir``; return the summary."""
+def evaluate_experiment(spec: ExperimentSpec, executor: Executor | None = None) -> dict[str, Any]:
+    """Train (if asked) and evaluate every seed, then write the report into ``spec.out_dir``; return the summary.
+
+    The seeds that need training are trained at once as tasks of ``executor`` (default: one after another in this
+    process), each with this process's torch threads; evaluation follows here, seed by seed.
+    """
     if not spec.seeds:
         raise UserError("need at least one seed")
     variants = needed_variants(spec.methods)
@@ -102,17 +108,22 @@ def evaluate_experiment(spec: ExperimentSpec) -> dict[str, Any]:
             )
     out = ensure_writable_dir(spec.out_dir)
     results: list[SeedEvaluation] = []
-    timings: dict[str, dict[str, float]] = {}
+    timings: dict[str, dict[str, float]] = {str(seed): {"train_s": 0.0} for seed in spec.seeds}
     started = time.perf_counter()
+    to_train = []
     for seed in spec.seeds:
         run_dir = run_dir_for(spec.runs_dir, spec.dataset, spec.arch, seed)
-        t0 = time.perf_counter()
         if missing[seed]:
-            train_run(RunSpec(
+            to_train.append(RunSpec(
                 dataset=spec.dataset, arch=spec.arch, out_dir=run_dir, config=spec.config, data_dir=spec.data_dir,
                 seed=seed, variants=tuple(method_by_name(v) for v in variants), device=spec.device, resume=True,
-                weights=spec.weights, transfer=spec.transfer, progress=spec.progress,
+                weights=spec.weights, transfer=spec.transfer,
+                progress=spec.progress and (executor is None or isinstance(executor, SerialExecutor)),
             ))
+    for run_spec, run in train_seeds(to_train, executor or SerialExecutor(), torch.get_num_threads()):
+        timings[str(run_spec.seed)]["train_s"] = run.wall_time_s
+    for seed in spec.seeds:
+        run_dir = run_dir_for(spec.runs_dir, spec.dataset, spec.arch, seed)
         t1 = time.perf_counter()
         data = load_dataset(spec.dataset, spec.data_dir, seed=seed, num_workers=spec.config.num_workers,
                             image_size=spec.config.image_size, resize=spec.config.resize)
@@ -124,7 +135,7 @@ def evaluate_experiment(spec: ExperimentSpec) -> dict[str, Any]:
             models[v] = model.to(device)
         results.append(evaluate_seed(seed, models, data.test, spec.methods,
                                      batch_size=spec.config.eval_batch_size, device=device))
-        timings[str(seed)] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
+        timings[str(seed)]["eval_s"] = time.perf_counter() - t1
     summary = write_report(spec, results)
     summary["wall_time_s"] = {"total": time.perf_counter() - started, "per_seed": timings}
     atomic_write_json(out / "summary.json", summary)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ee_rl.devices import torch_threads
-from ee_rl.errors import UserError
+from ee_rl.io import writable_dir_or_temporary
 from ee_rl.rl.sweep import PlaySettings, SweepRow, play_setting
 
 
@@ -36,17 +36,6 @@ def file_bytes(value: Trained | bytes) -> bytes:
     return value.data if isinstance(value, Trained) else value
 
 
-def usable_run_dir(path: str | Path) -> Path:
-    """``path`` if this worker can create and write it (the checkpoint location the driver named), else a fresh
-    temporary folder: the run then starts from scratch, and a retry elsewhere cannot resume it."""
-    from ee_rl.io import ensure_writable_dir
-
-    try:
-        return ensure_writable_dir(path)
-    except UserError:
-        return Path(tempfile.mkdtemp(prefix="ee_rl-run-"))
-
-
 def train_expert_task(
     game: str,
     seed: int,
@@ -61,7 +50,7 @@ def train_expert_task(
     :class:`~ee_rl.rl.expert.ExpertConfig`); hand back its final zip and its evaluation."""
     from ee_rl.rl.expert import train_expert
 
-    folder = usable_run_dir(run_dir)
+    folder = writable_dir_or_temporary(run_dir)
     checkpoint = folder / "checkpoints" / "latest.zip"
     resumed = checkpoint.is_file()
     with torch_threads(threads):
@@ -90,7 +79,7 @@ def train_exits_task(
     from ee_rl.rl.distill import checkpoint_timesteps, distill_exits
     from ee_rl.rl.envs import make_atari_env
 
-    folder = usable_run_dir(run_dir)
+    folder = writable_dir_or_temporary(run_dir)
     checkpoint = folder / "checkpoints" / "latest.pt"
     resumed_from = checkpoint_timesteps(checkpoint)
     with tempfile.TemporaryDirectory(prefix="ee_rl-expert-") as scratch, torch_threads(threads):
