@@ -123,7 +123,10 @@ def main() -> None:
         return
     with make_executor(executor, cpus=args.cpus or cpu_count(), ray_address=args.ray_address) as pool:
         rows = run_grid(spec, layout, pool, progress=not args.no_progress_bar)
-    print(format_summary(rows), end="")
+    if rows:
+        print(format_summary(rows), end="")
+    else:
+        print("no sweep has finished yet: the table needs the sweep stage")
     print(f"wrote {layout.summary('md')}, {layout.summary('csv')}, {layout.summary('json')}")
 
 

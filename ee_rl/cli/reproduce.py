@@ -26,6 +26,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--agent-dir", default=None, help="agent folder (default agents/<Game>)")
     parser.add_argument("--workers", type=argtypes.workers, default=1,
                         help="sweep settings played at once, one process each (default 1; same returns)")
+    argtypes.add_executor_args(parser, "sweep's settings", default="serial, or process with --workers > 1")
     return parser.parse_args()
 
 
@@ -41,13 +42,18 @@ def _relative_to_root(path: str, root: Path) -> Path:
 @cli_main
 def main() -> None:
     args = parse_args()
+    from ee_rl.cli.sweep import executor_name
     from ee_rl.rl import pipeline  # heavy imports after argument parsing
+
+    executor = executor_name(args.executor, args.workers, args.ray_address)  # checked here, before any stage runs
+    sweep_executor = [*(["--executor", executor] if args.executor else []),
+                      *(["--ray-address", args.ray_address] if args.ray_address else [])]
 
     root = pipeline.REPO_ROOT
     agent_dir = _relative_to_root(args.agent_dir, root) if args.agent_dir is not None else None
     if agent_dir is not None and (root / agent_dir).exists() and not (root / agent_dir).is_dir():
         raise UserError(f"--agent-dir {args.agent_dir} exists and is not a directory")
-    stages = pipeline.game_stages(args.env, agent_dir, sweep_workers=args.workers)
+    stages = pipeline.game_stages(args.env, agent_dir, sweep_workers=args.workers, sweep_executor=sweep_executor)
     only = pipeline.parse_stage_list(args.stages, stages) if args.stages is not None else None
     manifest_dir = pipeline.agent_folder(args.env, agent_dir) / pipeline.MANIFEST_DIR
     entries = pipeline.plan(stages, root=root, manifest_dir=manifest_dir, only=only, resume=args.resume)

@@ -143,11 +143,13 @@ def game_stages(
     runs_dir: str | Path = "runs",
     root: str | Path = REPO_ROOT,
     sweep_workers: int = 1,
+    sweep_executor: Sequence[str] = (),
 ) -> list[Stage]:
     """The stages that reproduce one game's agent folder, in order; paths relative to ``root``.
 
     ``agent_dir`` defaults to ``agents/<Game>``; the exits' training runs and scratch files go under ``runs_dir``
-    (not committed). The sweep plays ``sweep_workers`` settings at once (same returns; a run option, so changing it
+    (not committed). The sweep plays ``sweep_workers`` settings at once, on the executor ``sweep_executor`` names
+    (``--executor ray --ray-address auto`` options of ``sweep.py``; same returns; run options, so changing them
     does not make a finished sweep stale). A bad game name is a :class:`UserError`. Only the game's own sections of
     ``configs/ppo_atari.yaml`` and ``configs/sweep.yaml`` become stage settings.
     """
@@ -218,7 +220,8 @@ def game_stages(
         ("scripts/sweep.py", "--env", name, "--agent", str(agent), "--out", str(agent), "--episodes", str(episodes),
          "--budget", "0.5", "--no-progress-bar"),
         # The pipeline reruns a sweep only when its inputs changed: replacing the old one is the point.
-        run_options=("--overwrite", *(("--workers", str(sweep_workers)) if sweep_workers > 1 else ())),
+        run_options=("--overwrite", *(("--workers", str(sweep_workers)) if sweep_workers > 1 else ()),
+                     *sweep_executor),
         inputs=(expert, *heads_files),
         outputs=(sweep_csv, sweep_json, agent / "sweep.png"),
         params={"sweep": sweep_config},

@@ -252,6 +252,9 @@ def test_run_options_reach_the_command_but_do_not_make_a_finished_stage_stale(ro
     assert "--workers=2" not in json.loads((root / MANIFESTS / "d.json").read_text())["argv"]
     sweep = {s.name: s for s in pipeline.game_stages("Qbert", sweep_workers=2)}["sweep"]
     assert sweep.command().endswith("--no-progress-bar --overwrite --workers 2")
+    on_ray = ("--executor", "ray", "--ray-address", "auto")
+    sweep = {s.name: s for s in pipeline.game_stages("Qbert", sweep_executor=on_ray)}["sweep"]
+    assert sweep.command().endswith("--overwrite --executor ray --ray-address auto") and "ray" not in sweep.argv
 
 
 def test_the_sweep_plays_the_games_the_config_gives_a_game_if_more_than_twenty():
