@@ -138,14 +138,13 @@ def main() -> None:
     if args.out is not None and (out_dir / "sweep.csv").is_file() and not (args.overwrite or args.resume):
         # An explicit --out may be a committed folder (agents/<Game>): never replace its results unasked.
         raise UserError(f"{out_dir} already holds a sweep (sweep.csv): --overwrite to replace it")
-    ensure_writable_dir(out_dir)
-    lock = lock or RunDirLock(out_dir)
-    if args.overwrite:
-        progress_file.unlink(missing_ok=True)
-    sweep.start_progress(out_dir, game, settings)
-
     cpus = settings.workers * settings.play().cpus
-    with make_executor(executor, cpus=cpus, ray_address=args.ray_address) as pool:
+    with make_executor(executor, cpus=cpus, ray_address=args.ray_address) as pool:  # a Ray that fails: no file yet
+        ensure_writable_dir(out_dir)
+        lock = lock or RunDirLock(out_dir)
+        if args.overwrite:
+            progress_file.unlink(missing_ok=True)
+        sweep.start_progress(out_dir, game, settings)
         result = sweep.run_sweep(
             game, agent_dir, settings, progress=not args.no_progress_bar, heads_dir=args.heads_dir, done=done,
             on_row=lambda row: sweep.append_progress_row(out_dir, row), executor=pool,

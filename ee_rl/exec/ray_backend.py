@@ -31,6 +31,20 @@ def check_ray_address(address: str) -> str:
     return address
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A one-line :class:`UserError` when nothing answers at ``address``'s host and port (Ray itself would retry
+    for minutes); ``auto`` is left to Ray, which says at once when this machine has joined no cluster."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+
+
 def require_ray() -> Any:
     """The ``ray`` module; a one-line :class:`UserError` naming the extra to install when it is missing."""
     try:
@@ -74,6 +88,7 @@ class RayExecutor(Executor):
             options.update(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory)
         else:
             options["address"] = check_ray_address(address)
+            check_reachable(address)
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:

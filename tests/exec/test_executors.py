@@ -103,3 +103,11 @@ def test_ray_started_here_is_stopped_by_close_and_a_running_ray_is_left_running(
     with RayExecutor() as executor:  # Ray is running already (the tests'): used, not stopped
         assert executor.result(executor.submit(operator.add, 2, 2)) == 4
     assert local_ray.is_initialized()
+
+
+def test_an_address_where_nothing_answers_is_one_line_at_once():
+    from ee_rl.exec.ray_backend import check_reachable
+
+    with pytest.raises(UserError, match=r"cannot reach the Ray cluster at ray://127\.0\.0\.1:1: "):
+        check_reachable("ray://127.0.0.1:1")
+    check_reachable("auto")  # left to Ray
