@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ee_rl.core import FULL
 from ee_rl.exec import Executor
-from ee_rl.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+from ee_rl.io import RunDirLock, atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ee_rl.rl.games import display_name
 from ee_rl.rl.grid.layout import GridLayout
 from ee_rl.rl.grid.plan import GridPlan, GridSpec, check_recorded_settings, plan_grid, read_trained
@@ -61,12 +61,13 @@ def run_grid(
     """
     plan = prepare_grid(spec, layout)
     ensure_writable_dir(layout.out)
-    atomic_write_json(layout.settings_file, check_recorded_settings(spec, layout))
-    driver = _Driver(spec, layout, executor)
-    driver.submit(plan)
-    driver.collect(progress)
-    rows = summary_rows(layout, spec.games, spec.methods, spec.seeds)
-    write_summary(layout, rows)
+    with RunDirLock(layout.out):  # one live grid per --out
+        atomic_write_json(layout.settings_file, check_recorded_settings(spec, layout))
+        driver = _Driver(spec, layout, executor)
+        driver.submit(plan)
+        driver.collect(progress)
+        rows = summary_rows(layout, spec.games, spec.methods, spec.seeds)
+        write_summary(layout, rows)
     return rows
 
 

@@ -10,47 +10,44 @@ from typing import Any
 
 from ee_rl.core.metrics import mean_se
 from ee_rl.io import atomic_write_json, atomic_write_text
-from ee_rl.rl.compare import cheapest_within_fraction
 from ee_rl.rl.games import display_name
 from ee_rl.rl.grid.layout import GridLayout
 from ee_rl.rl.stages import RETURN_TOLERANCE
+from ee_rl.rl.summary import summarize_game
 from ee_rl.rl.sweep import read_json
 
-COLUMNS = ("game", "method", "seeds", "cost_mean", "cost_se", "return_mean", "expert_return_mean", "settings")
+COLUMNS = ("game", "method", "seeds", "cost_mean", "cost_se", "return_mean", "expert_return_mean", "costs")
 
 
 def summary_rows(layout: GridLayout, games: Sequence[str], methods: Sequence[str],
                  seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """One row per game and method with at least one finished sweep among ``seeds``: the cheapest setting within
-    :data:`~ee_rl.rl.stages.RETURN_TOLERANCE` of the expert's return per seed (the full policy, cost 1, always
-    qualifies), its inference time's mean ± SE across seeds, the mean return of those settings and their rules."""
+    """One row per game and method with at least one finished sweep among ``seeds``: per seed, Figure 6's cheapest
+    setting within :data:`~ee_rl.rl.stages.RETURN_TOLERANCE` of the expert's return
+    (:func:`ee_rl.rl.summary.summarize_game`; the full policy, cost 1, always qualifies), then its inference time's
+    mean ± SE across seeds, the mean return there and each seed's cost."""
     rows = []
     for game in games:
-        chosen: dict[str, list[tuple[int, Any]]] = {m: [] for m in methods}
-        experts = []
+        name = display_name(game)
+        per_method: dict[str, list[tuple[int, Any]]] = {m: [] for m in methods}
         for seed in seeds:
             path = layout.sweep_json(game, seed)
-            if not path.is_file():
+            if path.is_file():
+                for summary in summarize_game(name, read_json(path), fraction=RETURN_TOLERANCE):
+                    if summary.method in per_method and summary.cost is not None:
+                        per_method[summary.method].append((seed, summary))
+        for method, chosen in per_method.items():
+            if not chosen:
                 continue
-            sweep_rows = read_json(path)
-            experts.append(next(r for r in sweep_rows if r.is_full).return_mean)
-            picked = cheapest_within_fraction(sweep_rows, RETURN_TOLERANCE)
-            for method in methods:
-                if picked.get(method) is not None:
-                    chosen[method].append((seed, picked[method]))
-        for method in methods:
-            if not chosen[method]:
-                continue
-            cost, se = mean_se([r.inference_time for _, r in chosen[method]])
+            cost, se = mean_se([s.cost for _, s in chosen])
             rows.append({
-                "game": display_name(game),
+                "game": name,
                 "method": method,
-                "seeds": len(chosen[method]),
+                "seeds": len(chosen),
                 "cost_mean": round(float(cost), 6),
                 "cost_se": None if se is None else round(float(se), 6),
-                "return_mean": round(float(mean_se([r.return_mean for _, r in chosen[method]])[0]), 6),
-                "expert_return_mean": round(float(mean_se(experts)[0]), 6),
-                "settings": " ".join(f"s{seed}:{r.rule}" for seed, r in chosen[method]),
+                "return_mean": round(float(mean_se([s.return_at_cost for _, s in chosen])[0]), 6),
+                "expert_return_mean": round(float(mean_se([s.expert_return for _, s in chosen])[0]), 6),
+                "costs": " ".join(f"s{seed}:{100 * s.cost:.1f}%" for seed, s in chosen),
             })
     return rows
 
@@ -60,13 +57,13 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
     percent = f"{100 * RETURN_TOLERANCE:g} %"
     lines = [
         f"| game | method | seeds | cheapest within {percent} of the expert: inference time (mean ± SE) | "
-        "return (mean) | expert's return | setting per seed |",
+        "return (mean) | expert's return | cost per seed |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         se = "n/a" if r["cost_se"] is None else f"{100 * r['cost_se']:.1f}"
         lines.append(f"| {r['game']} | {r['method']} | {r['seeds']} | {100 * r['cost_mean']:.1f} % ± {se} | "
-                     f"{r['return_mean']:.2f} | {r['expert_return_mean']:.2f} | {r['settings']} |")
+                     f"{r['return_mean']:.2f} | {r['expert_return_mean']:.2f} | {r['costs']} |")
     return "\n".join(lines) + "\n"
 
 
