@@ -271,7 +271,17 @@ def test_every_executor_plays_the_same_rows(result, agent_dir, executor):
     assert all(r.us_per_decision > 0 for r in again.rows)
 
 
-def test_workers_run_the_process_executor_and_are_checked(tmp_path, monkeypatch, capsys):
+def test_the_cli_plays_on_ray(result, agent_dir, local_ray, tmp_path, monkeypatch, capsys):
+    args = ["--env", "Pong", "--agent", str(agent_dir), "--out", str(tmp_path), "--methods", "ztw,pbee",
+            "--thresholds", "0.5", "--patience", "1", "--episodes", str(EPISODES), "--n-envs", "2", "--seed", str(SEED),
+            "--max-episode-frames", str(SHORT_GAME_FRAMES), "--executor", "ray", "--no-progress-bar"]
+    code, _, err = run_script("sweep", args, monkeypatch, capsys)
+    assert code == 0, err
+    assert strip_us(sweep.read_json(tmp_path / "sweep.json")) == strip_us(result.rows)
+    assert local_ray.is_initialized()  # a Ray it did not start is left running
+
+
+def test_workers_run_the_process_executor_and_are_checked():
     from ee_rl.cli.sweep import executor_name
 
     assert executor_name(None, 1, None) == "serial" and executor_name(None, 2, None) == "process"
