@@ -514,11 +514,13 @@ class ExitConfiguration:
             backbone alone.
         thresholds: one confidence threshold per candidate exit.
         subset: the candidate exits deployed (increasing; empty = the backbone alone, no head runs).
+        floor: on the on-ramp of :func:`tolerance_path`, the value the T thresholds were raised to (else 0).
     """
 
     parameter: float
     thresholds: tuple[float, ...]
     subset: tuple[int, ...]
+    floor: float = 0.0
 
     @classmethod
     def backbone_alone(cls, num_exits: int) -> ExitConfiguration:
@@ -536,22 +538,37 @@ def shared_threshold_path(num_exits: int, thresholds: Sequence[float] = SHARED_T
 
 
 def tolerance_path(
-    table: ExitTable, tolerances: Sequence[float] = PATH_TOLERANCES, losses: torch.Tensor | None = None
+    table: ExitTable,
+    tolerances: Sequence[float] = PATH_TOLERANCES,
+    losses: torch.Tensor | None = None,
+    floors: Sequence[float] = SHARED_THRESHOLDS,
 ) -> list[ExitConfiguration]:
     """SelfXit's per-exit thresholds (eq. 3, ``T / 2ⁿ`` each) and best subset (eq. 4) at each tolerance ``T``,
-    from the lowest T up; consecutive duplicates are dropped.
+    from the lowest T up, after an on-ramp; consecutive duplicates are dropped.
+
+    The on-ramp: the lowest T's thresholds raised to each of ``floors`` above them, from the highest down (each
+    with its best subset). Even T = 0 lets out every sample more confident than the fit part's most confident
+    wrong answer, which new samples break often enough to stop fixed-sequence testing at its first step on small
+    calibration sets; the on-ramp starts from "almost nothing exits", as the shared λ path does.
 
     ``table`` must be independent of the calibration samples the path is then tested on (see
     :func:`risk_controlled_tolerance`): the path is built from data, and risk control needs it fixed in advance.
     """
     path: list[ExitConfiguration] = []
-    for t in sorted(float(t) for t in tolerances):
-        thresholds = tolerance_thresholds(table, t, losses)
+
+    def add(parameter: float, thresholds: tuple[float, ...], floor: float = 0.0) -> None:
         subset = select_exit_subset(table, thresholds, losses=losses).subset
         deployed = tuple(thresholds[m] for m in subset)
         if path and path[-1].subset == subset and tuple(path[-1].thresholds[m] for m in subset) == deployed:
-            continue
-        path.append(ExitConfiguration(t, thresholds, subset))
+            return
+        path.append(ExitConfiguration(parameter, thresholds, subset, floor))
+
+    tolerances = sorted(float(t) for t in tolerances)
+    lowest = tolerance_thresholds(table, tolerances[0], losses)
+    for floor in sorted((float(f) for f in floors if f > min(lowest)), reverse=True):
+        add(tolerances[0], tuple(max(t, floor) for t in lowest), floor)
+    for t in tolerances:
+        add(t, tolerance_thresholds(table, t, losses))
     return path
 
 

@@ -75,11 +75,13 @@ def guarantee_report(calibration: Calibration) -> dict[str, Any] | None:
         "bound": control.bound,
         "n_cal": control.num_samples,
         "n_fit": result.fit_table.num_samples,
-        "path": "SelfXit's per-exit thresholds (T / 2^n each) and best subset at tolerance T, "
-        f"{len(control.path)} distinct configurations from T = 0 up, fitted on the n_fit samples",
+        "path": "SelfXit's per-exit thresholds (T / 2^n each) and best subset at tolerance T, after an on-ramp of "
+        f"T = 0's thresholds raised to floors from 0.999999 down; {len(control.path)} distinct configurations, "
+        "fitted on the n_fit samples",
         "path_length": len(control.path),
         "certified": control.num_rejected,
         "chosen_tolerance": None if chosen.subset == () else chosen.parameter,
+        "chosen_floor": None if chosen.subset == () else chosen.floor,
         "thresholds": list(chosen.thresholds),
         "subset": list(chosen.subset),
         "empirical_risk": control.empirical_risk,
@@ -140,8 +142,9 @@ def _guarantee_lines(g: dict[str, Any] | None) -> list[str]:
     """The guarantee section of the Markdown page (nothing without a guarantee)."""
     if not g:
         return []
+    floor = f" raised to ≥ {g['chosen_floor']:.6g}" if g["subset"] and g.get("chosen_floor") else ""
     chosen = (
-        f"T = {_pct(g['chosen_tolerance'], 3)} of the path, exits {_exit_numbers(g['subset'])}, thresholds "
+        f"T = {_pct(g['chosen_tolerance'], 3)}{floor} of the path, exits {_exit_numbers(g['subset'])}, thresholds "
         + ", ".join(_num(g["thresholds"][m], ".4f") for m in g["subset"])
         if g["subset"] else "none certified that saves FLOPs: the backbone alone (risk 0)"
     )

@@ -357,11 +357,21 @@ def test_control_risk_certifies_a_leading_run_and_picks_the_cheapest_of_it() -> 
 
 def test_tolerance_path_runs_from_conservative_to_aggressive() -> None:
     table = _hand_table()
-    path = tolerance_path(table, (0.0, 0.1, 0.5, 1.0))
-    assert [c.parameter for c in path] == sorted(c.parameter for c in path)
+    base = tolerance_thresholds(table, 0.0)
+    path = tolerance_path(table, (0.0, 0.1, 0.5, 1.0), floors=(0.95, 0.85, 0.6, 0.5))
+    ramp = [c for c in path if c.floor > 0]
+    # The on-ramp: T = 0's thresholds raised to each floor above the lowest of them, highest floor first.
+    assert [c.floor for c in ramp] == sorted((c.floor for c in ramp), reverse=True) and ramp[0].floor == 0.95
+    for c in ramp:
+        assert c.parameter == 0.0 and c.thresholds == tuple(max(t, c.floor) for t in base)
+    assert ramp[0].subset == ()  # at 0.95 nothing leaves: the backbone alone is the cheapest
+    # Then SelfXit's thresholds at each T, from the lowest up.
+    rest = path[len(ramp):]
+    assert [c.parameter for c in rest] == sorted(c.parameter for c in rest)
     for c in path:
-        assert c.thresholds == tolerance_thresholds(table, c.parameter)
         assert c.subset == select_exit_subset(table, c.thresholds).subset
+    for c in rest:
+        assert c.thresholds == tolerance_thresholds(table, c.parameter) and c.floor == 0.0
     drops = [simulate_subset(table, c.thresholds, c.subset).estimated_accuracy_drop for c in path]
     assert drops[0] == 0.0 and drops == sorted(drops)
 
