@@ -14,6 +14,7 @@ Pools:
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class ExitRecord:
         final_logits: ``(N, K)`` the backbone's.
         labels: ``(N,)`` ground truth, or None (RL).
         costs: FLOPs of every part of the early-exit model.
-        info: how the pool was made (JSON-ready).
+        info: how the pool was made (JSON-ready; ``record_seconds``: how long the recording took).
     """
 
     name: str
@@ -86,8 +87,9 @@ class ExitRecord:
 
 
 def _record(name: str, model: EarlyExitModel, inputs: torch.Tensor, labels: torch.Tensor | None,
-            info: dict[str, Any], batch_size: int) -> ExitRecord:
+            info: dict[str, Any], batch_size: int, started: float) -> ExitRecord:
     outputs = all_exits_batched(model.eval(), inputs, batch_size)
+    info = {**info, "record_seconds": round(time.perf_counter() - started, 1)}
     return ExitRecord(name, outputs.ic_logits, outputs.final_logits, labels, model.exit_costs(inputs[:1]), info)
 
 
@@ -107,6 +109,7 @@ def record_digits_noisy(settings: Any, *, backbone_path: Path | None = None, pro
     from ee_rl.selfxit.vision import prepare_backbone, split_tensors
     from ee_rl.vision.data import digits_noisy_left_out, load_dataset
 
+    started = time.perf_counter()
     dataset, arch, seed = "digits-noisy", "resnet20_w8", settings.seed
     net, record = prepare_backbone(dataset, arch, backbone_path=backbone_path, seed=seed, progress=progress)
     net.eval()
@@ -132,7 +135,7 @@ def record_digits_noisy(settings: Any, *, backbone_path: Path | None = None, pro
         "search_trials": settings.search_trials,
     }
     model = EarlyExitModel(backbone, heads.heads, None, candidates)
-    return _record(dataset, model, pool, labels, info, settings.batch_size)
+    return _record(dataset, model, pool, labels, info, settings.batch_size, started)
 
 
 def record_pong(agent_dir: Path, num_states: int, settings: Any) -> ExitRecord:
@@ -142,6 +145,7 @@ def record_pong(agent_dir: Path, num_states: int, settings: Any) -> ExitRecord:
     from ee_rl.rl.policy import agent_paths, load_early_exit_agent
     from ee_rl.selfxit.rl import STATES_SEED_OFFSET, collect_expert_states
 
+    started = time.perf_counter()
     paths = agent_paths(agent_dir, "sdn")
     for path in (paths.expert, paths.heads):
         if not path.is_file():
@@ -159,4 +163,4 @@ def record_pong(agent_dir: Path, num_states: int, settings: Any) -> ExitRecord:
         "agent": str(agent_dir),
         "heads": str(paths.heads),
     }
-    return _record("Pong", policy.model, states, None, info, settings.batch_size)
+    return _record("Pong", policy.model, states, None, info, settings.batch_size, started)
