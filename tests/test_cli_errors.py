@@ -39,6 +39,16 @@ CASES = [
     ("train_vision", ["--dataset", "digits", "--seed=-1"], "seed must be an integer"),
     ("publish_expert", ["--env", "Pong", "--checkpoint", "x.zip", "--out", "o", "--episodes", "0"], "episodes must"),
     ("selfxit", ["--env", "Pong", "--threads", "100000"], "threads must be an integer in [0, "),
+    ("selfxit", ["--env", "Pong", "--guarantee", "1"], "must be a probability in (0, 1) (0.1 = 10 %), got 1"),
+    ("selfxit", ["--env", "Pong", "--guarantee", "0.1", "--risk", "accuracy-gap"], "RL has none"),
+    ("selfxit", ["--dataset", "digits", "--risk", "consistency"], "give --guarantee DELTA too"),
+    ("selfxit", ["--dataset", "digits", "--guarantee", "0.1", "--tolerance", "0"], "must be in (0, 1)"),
+    ("risk_check", ["--dataset", "Pong", "--epsilons", "0.05,2"], "each ε must be a fraction in (0, 1)"),
+    ("risk_check", ["--dataset", "Pong", "--delta", "0"], "must be a probability in (0, 1)"),
+    ("risk_check", ["--dataset", "Pong", "--methods", "magic"], "unknown magic; accepted: point-estimate"),
+    ("risk_check", ["--dataset", "Pong", "--risks", "accuracy-gap"], "Pong has no labels"),
+    ("risk_check", ["--dataset", "Pong", "--n-cal", "19000", "--n-test", "2000"], "exceeds the Pong pool"),
+    ("risk_check", ["--dataset", "digits-noisy", "--fit-fraction", "0.9999"], "empty fit or certifying part"),
     ("reproduce", ["--env", "Pong", "--workers", "100000"], "workers must be an integer in [1, "),
     ("bench_latency", ["--threads", "100000"], "threads must be an integer in [0, "),
     ("serve", ["--random-nature-cnn", "--threads", "100000"], "threads must be an integer in [0, "),
@@ -109,3 +119,13 @@ def test_a_run_directory_in_use_by_a_live_process_is_refused(script, argv, tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"is in use by another process (pid {holder.pid})" in lines[0], result.stderr
     assert sorted(p.name for p in run.iterdir()) == [".lock", "keep.txt"]
+
+
+def test_risk_check_replaces_its_outputs_only_when_asked(tmp_path) -> None:
+    out = tmp_path / "risk"
+    out.mkdir()
+    (out / "summary.json").write_text("[]")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "risk_check.py"), "--dataset", "Pong", "--out",
+                             str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and "already holds summary.json: --overwrite to replace them" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["risk"] and (out / "summary.json").read_text() == "[]"

@@ -117,6 +117,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """A probability strictly between 0 and 1, e.g. the error probability δ of a guarantee (0.1 = 10 %)."""
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a probability in (0, 1) (0.1 = 10 %), got {text}")
+    return value
+
+
 def non_negative(text: str) -> float:
     """A finite number ≥ 0 (e.g. a tolerated drop in points)."""
     value = _number(text)

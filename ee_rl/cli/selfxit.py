@@ -2,6 +2,7 @@
 
 Vision: ``python scripts/selfxit.py --dataset digits --arch small_cnn --tolerance 0.02``
 RL:     ``python scripts/selfxit.py --env Pong --agent agents/Pong --tolerance 0.02``
+With a guarantee: ``--tolerance 0.02 --guarantee 0.1``: the risk is ≤ 2 % with probability ≥ 90 % (Learn then Test).
 
 Writes ``report.json`` and ``report.md`` into ``--out`` (default ``results/selfxit/<dataset or game>/``).
 """
@@ -12,10 +13,15 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ee_rl.cli import args as argtypes
 from ee_rl.cli.args import ArgumentParser
 from ee_rl.errors import UserError, cli_main
+
+if TYPE_CHECKING:  # heavy modules: imported after argument parsing
+    from ee_rl.selfxit.pipeline import Guarantee
+    from ee_rl.selfxit.settings import SelfXitSettings
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,6 +39,12 @@ def parse_args() -> argparse.Namespace:
                                                       "(default agents/<Env>)")
     parser.add_argument("--tolerance", type=float, default=None, help="tolerated accuracy drop T as a fraction "
                                                                        "(config: 0.02)")
+    parser.add_argument("--guarantee", type=argtypes.probability, default=None, metavar="DELTA",
+                        help="risk-controlled thresholds: the risk is <= T with probability >= 1 - DELTA over the "
+                             "draw of the validation split (half fits the path, half certifies it)")
+    parser.add_argument("--risk", choices=("consistency", "accuracy-gap"), default=None,
+                        help="with --guarantee: consistency (default; label-free disagreement with the backbone) or "
+                             "accuracy-gap (vision: backbone right and early answer wrong; reads validation labels)")
     parser.add_argument("--out", default=None,
                         help="output directory (default runs/selfxit/<name>/; with --publish results/selfxit/<name>/)")
     parser.add_argument("--publish", action="store_true",
@@ -70,6 +82,7 @@ def main() -> None:
         if getattr(args, flag) is not None:
             setattr(settings, field, getattr(args, flag))
     settings.validate()
+    guarantee = _guarantee(args, settings)
     torch.set_num_threads(settings.threads)
     if args.publish and args.out is not None:
         raise UserError("--publish writes results/selfxit/<name>/; give it or --out, not both")
@@ -90,7 +103,7 @@ def main() -> None:
         report = run_vision_experiment(
             args.dataset, args.arch or default_arch(args.dataset), out_dir, settings,
             backbone_path=Path(args.backbone) if args.backbone else None, vision_config=args.vision_config,
-            latency=not args.no_latency, command=command, progress=not args.no_progress_bar,
+            latency=not args.no_latency, command=command, progress=not args.no_progress_bar, guarantee=guarantee,
             data_dir=Path(args.data_dir) if args.data_dir else None,
         )
         print(f"{report['name']}: T = {100 * settings.tolerance:g} %, accuracy drop on the test split "
@@ -106,11 +119,33 @@ def main() -> None:
             args.env, Path(args.agent) if args.agent else Path("agents") / name, out_dir, settings,
             latency=not args.no_latency, command=command,
             sweep_csv=Path(args.sweep_csv) if args.sweep_csv else None, progress=not args.no_progress_bar,
+            guarantee=guarantee,
         )
         print(f"{report['name']}: T = {100 * settings.tolerance:g} %, return {report['return']:+.2f} "
               f"(expert {report['expert_return']:+.2f}), inference time {100 * report['inference_time']:.1f} % "
               f"of the expert's FLOPs, subset {report['subset_stages']}")
+    if report.get("guarantee"):
+        g = report["guarantee"]
+        print(f"guarantee: P({g['risk']} risk <= {g['epsilon']:g}) >= {1 - g['delta']:g} ({g['bound']}, "
+              f"n_cal = {g['n_cal']}); certified {g['certified']} of {g['path_length']}, thresholds {g['thresholds']}")
     print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.md'}")
+
+
+def _guarantee(args: argparse.Namespace, settings: SelfXitSettings) -> Guarantee | None:
+    """The risk control asked for (None without --guarantee); a bad combination is a UserError."""
+    if args.guarantee is None:
+        if args.risk is not None:
+            raise UserError("--risk chooses the risk of --guarantee; give --guarantee DELTA too")
+        return None
+    if args.risk == "accuracy-gap" and args.env is not None:
+        raise UserError("--risk accuracy-gap needs labels: RL has none, use --risk consistency")
+    levels = [settings.tolerance, *(settings.tolerance_sweep if args.dataset is not None else [])]
+    if any(not 0 < t < 1 for t in levels):
+        raise UserError(f"with --guarantee the tolerance (and the config's tolerance_sweep) is the risk level and "
+                        f"must be in (0, 1), got {levels}")
+    from ee_rl.selfxit.pipeline import Guarantee
+
+    return Guarantee(args.guarantee, args.risk or "consistency", seed=settings.seed)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,17 @@
 3. temperature scaling of each exit on the validation split (target: the backbone's argmax);
 4. per-exit thresholds from the tolerance ``T`` (eq. 3) and the exit subset with the best ``K(S)`` (eq. 4), both on
    the validation split; the deployed model keeps only that subset and runs the core's batch-shrinking ``infer``.
+   With a :class:`Guarantee` (δ), step 3 and SelfXit's thresholds at every tolerance use one part of the validation
+   split, and the other part certifies them by risk control, so that the risk is ≤ T with probability ≥ 1 − δ.
 
-Nothing here takes a label: the functions receive inputs only. Steps 3-4 (:func:`calibrate_and_select`) also serve
-RL, where the heads come from behavioural cloning of the expert (the same thing as distillation).
+Nothing here takes a label (the functions receive inputs only), except the guarantee's optional ``accuracy-gap``
+risk. Steps 3-4 (:func:`calibrate_and_select`) also serve RL, where the heads come from behavioural cloning of the
+expert (the same thing as distillation).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,12 +27,17 @@ from torch import nn
 from ee_rl.core.backbone import StagedBackbone
 from ee_rl.core.batched import all_exits_batched
 from ee_rl.core.calibrate import (
+    RISKS,
     ExitTable,
+    RiskControlledTolerance,
     SubsetOutcome,
+    control_risk,
     deploy_subset,
     estimated_accuracy_drop,
     fit_temperatures,
+    risk_controlled_tolerance,
     select_exit_subset,
+    simulate_subset,
     tolerance_budgets,
     tolerance_thresholds,
     with_temperatures,
@@ -43,7 +52,7 @@ from ee_rl.core.head_search import (
     search_head,
     train_head,
 )
-from ee_rl.core.model import EarlyExitModel
+from ee_rl.core.model import AllExits, EarlyExitModel
 from ee_rl.selfxit.settings import SelfXitSettings
 
 
@@ -173,6 +182,32 @@ class ExitSummary:
     fallback_flops: int
 
 
+@dataclass(frozen=True)
+class Guarantee:
+    """Risk control for SelfXit's thresholds: the deployed exits' risk is ≤ the tolerance T with probability
+    ≥ 1 − ``delta`` over the draw of the validation split (instead of T being the target of a point estimate).
+
+    Attributes:
+        delta: the error probability δ.
+        risk: ``consistency`` (label-free: disagreement with the backbone) or ``accuracy-gap`` (the backbone is
+            right and the early answer wrong; needs the validation labels).
+        fit_fraction: share of the validation split that fits the temperatures and the tolerance path; the rest
+            certifies it (the path must not see the samples it is tested on).
+        seed: the seed of that split.
+    """
+
+    delta: float
+    risk: str = "consistency"
+    fit_fraction: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.delta < 1.0 or not 0.0 < self.fit_fraction < 1.0:
+            raise ValueError(f"delta and fit_fraction must be in (0, 1), got {self.delta!r}, {self.fit_fraction!r}")
+        if self.risk not in RISKS:
+            raise ValueError(f"unknown risk {self.risk!r}; accepted: {', '.join(RISKS)}")
+
+
 @dataclass
 class Calibration:
     """Calibrated candidates, their thresholds, the chosen subset and the deployed model.
@@ -180,13 +215,14 @@ class Calibration:
     Attributes:
         candidates: every candidate exit with calibrated (temperature-scaled) heads.
         temperatures / thresholds: one per candidate exit.
-        exits: per-candidate summaries on the validation split.
+        exits: per-candidate summaries on the validation split (with a guarantee: on its certifying part).
         subset: the chosen subset's simulation on the validation split (positions are candidate indices).
         deployed: the early-exit model with only the chosen exits (see :func:`ee_rl.core.calibrate.deploy_subset`).
         rule: its per-exit threshold rule.
-        tolerance: ``T``.
+        tolerance: ``T`` (with a guarantee: the risk level ε).
         backbone_flops: FLOPs of one plain backbone pass.
         table: the calibrated candidates' validation pass (for :func:`select_for_tolerance` with another T).
+        guarantee: with a guarantee, the risk-controlled choice (fit / certifying parts, path, p-values).
     """
 
     candidates: EarlyExitModel
@@ -199,19 +235,35 @@ class Calibration:
     tolerance: float
     backbone_flops: int
     table: ExitTable
+    guarantee: RiskControlledTolerance | None = None
+
+
+def _check_independent(model: EarlyExitModel) -> None:
+    if model.ensembles is not None or any(getattr(h, "cascade_in", 0) for h in model.heads):
+        raise ValueError("SelfXit calibrates independent heads: this model has ensembles or cascade inputs")
 
 
 def calibrate_and_select(
-    model: EarlyExitModel, val_inputs: torch.Tensor, tolerance: float, batch_size: int = 256
+    model: EarlyExitModel,
+    val_inputs: torch.Tensor,
+    tolerance: float,
+    batch_size: int = 256,
+    *,
+    guarantee: Guarantee | None = None,
+    val_labels: torch.Tensor | None = None,
 ) -> Calibration:
     """Temperatures, eq. 3 thresholds and the eq. 4 subset for ``model``'s independent heads, on ``val_inputs``.
 
     ``model`` must have independent heads (no cascade, no ensembles). Label-free: the backbone's argmax is the target.
+    With a ``guarantee`` the thresholds come from :func:`ee_rl.core.calibrate.risk_controlled_tolerance` instead,
+    with ε = ``tolerance``; ``val_labels`` are read only for its ``accuracy-gap`` risk.
     """
-    if model.ensembles is not None or any(getattr(h, "cascade_in", 0) for h in model.heads):
-        raise ValueError("SelfXit calibrates independent heads: this model has ensembles or cascade inputs")
+    _check_independent(model)
     model.eval()
-    temperatures = fit_temperatures(all_exits_batched(model, val_inputs, batch_size))
+    outputs = all_exits_batched(model, val_inputs, batch_size)
+    if guarantee is not None:
+        return _calibrate_with_guarantee(model, val_inputs, outputs, tolerance, guarantee, val_labels)
+    temperatures = fit_temperatures(outputs)
     calibrated = EarlyExitModel(
         model.backbone, with_temperatures(model.heads, temperatures), None, model.attach_after
     ).eval()
@@ -219,6 +271,47 @@ def calibrate_and_select(
     costs = calibrated.exit_costs(val_inputs[:1])
     table = ExitTable.from_outputs(outputs, costs)
     return select_for_tolerance(calibrated, temperatures, table, tolerance, costs.backbone)
+
+
+def _calibrate_with_guarantee(
+    model: EarlyExitModel,
+    val_inputs: torch.Tensor,
+    outputs: AllExits,
+    tolerance: float,
+    guarantee: Guarantee,
+    val_labels: torch.Tensor | None,
+) -> Calibration:
+    if guarantee.risk == "accuracy-gap" and val_labels is None:
+        raise ValueError("the accuracy-gap risk needs the validation labels")
+    n = val_inputs.shape[0]
+    fit, cal = split_indices(n, [guarantee.fit_fraction, 1.0 - guarantee.fit_fraction], guarantee.seed)
+    costs = model.exit_costs(val_inputs[:1])  # temperature scaling adds no FLOPs
+    result = risk_controlled_tolerance(
+        outputs, costs, fit, cal, tolerance, guarantee.delta, risk=guarantee.risk,
+        labels=val_labels if guarantee.risk == "accuracy-gap" else None,
+    )
+    calibrated = EarlyExitModel(
+        model.backbone, with_temperatures(model.heads, result.temperatures), None, model.attach_after
+    ).eval()
+    return select_with_guarantee(calibrated, result, tolerance, costs.backbone)
+
+
+def select_with_guarantee(
+    calibrated: EarlyExitModel, result: RiskControlledTolerance, epsilon: float, backbone_flops: int
+) -> Calibration:
+    """The certified configuration of ``result``'s path at risk level ``epsilon`` (the same δ, path and
+    certifying part; cheap: use it to try several ε on the same heads)."""
+    if epsilon != result.control.epsilon:
+        control = control_risk(result.table, result.control.path, epsilon, result.control.delta, result.losses)
+        result = dataclasses.replace(result, control=control)
+    chosen = result.control.chosen
+    budgets = (
+        tolerance_budgets(chosen.parameter, result.table.num_exits) if chosen.subset
+        else (math.nan,) * result.table.num_exits
+    )
+    outcome = simulate_subset(result.table, chosen.thresholds, chosen.subset, result.losses)
+    return _calibration(calibrated, result.temperatures, result.table, epsilon, backbone_flops,
+                        chosen.thresholds, budgets, outcome, result)
 
 
 def select_for_tolerance(
@@ -232,6 +325,21 @@ def select_for_tolerance(
     (cheap: use it to try several tolerances on the same heads)."""
     thresholds = tolerance_thresholds(table, tolerance)
     budgets = tolerance_budgets(tolerance, table.num_exits)
+    subset = select_exit_subset(table, thresholds)
+    return _calibration(calibrated, temperatures, table, tolerance, backbone_flops, thresholds, budgets, subset)
+
+
+def _calibration(
+    calibrated: EarlyExitModel,
+    temperatures: Sequence[float],
+    table: ExitTable,
+    tolerance: float,
+    backbone_flops: int,
+    thresholds: tuple[float, ...],
+    budgets: Sequence[float],
+    subset: SubsetOutcome,
+    guarantee: RiskControlledTolerance | None = None,
+) -> Calibration:
     agrees = table.agrees
     hits = table.hits(thresholds)
     exits = []
@@ -249,8 +357,8 @@ def select_for_tolerance(
             exit_flops=table.exit_flops[m],
             fallback_flops=table.fallback_flops[m],
         ))
-    subset = select_exit_subset(table, thresholds)
     deployed, rule = deploy_subset(calibrated, subset.subset, thresholds)
     return Calibration(
-        calibrated, tuple(temperatures), thresholds, exits, subset, deployed, rule, tolerance, backbone_flops, table
+        calibrated, tuple(temperatures), thresholds, exits, subset, deployed, rule, tolerance, backbone_flops, table,
+        guarantee,
     )

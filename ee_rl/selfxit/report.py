@@ -56,6 +56,37 @@ def calibration_report(calibration: Calibration, heads: TrainedHeads | None = No
             "inference_time": 1.0 - sub.flops_saved_per_sample / calibration.backbone_flops,
         },
         "exits": exits,
+        "guarantee": guarantee_report(calibration),
+    }
+
+
+def guarantee_report(calibration: Calibration) -> dict[str, Any] | None:
+    """What a risk-controlled calibration certified (None without a guarantee): ε, δ, the risk and bound, the
+    split of the validation samples, the tested path and the chosen thresholds."""
+    result = calibration.guarantee
+    if result is None:
+        return None
+    control = result.control
+    chosen = control.chosen
+    return {
+        "epsilon": control.epsilon,
+        "delta": control.delta,
+        "risk": result.risk,
+        "bound": control.bound,
+        "n_cal": control.num_samples,
+        "n_fit": result.fit_table.num_samples,
+        "path": "SelfXit's per-exit thresholds (T / 2^n each) and best subset at tolerance T, after an on-ramp of "
+        f"T = 0's thresholds raised to floors from 0.999999 down; {len(control.path)} distinct configurations, "
+        "fitted on the n_fit samples",
+        "path_length": len(control.path),
+        "certified": control.num_rejected,
+        "chosen_tolerance": None if chosen.subset == () else chosen.parameter,
+        "chosen_floor": None if chosen.subset == () else chosen.floor,
+        "thresholds": list(chosen.thresholds),
+        "subset": list(chosen.subset),
+        "empirical_risk": control.empirical_risk,
+        "p_value": control.p_values[control.chosen_index] if control.chosen_index >= 0 else None,
+        "upper_bound": control.upper_bound,
     }
 
 
@@ -107,19 +138,51 @@ def _exit_numbers(subset: list[int]) -> str:
     return "[" + ", ".join(str(m + 1) for m in subset) + "]" if subset else "none (the backbone alone)"
 
 
+def _guarantee_lines(g: dict[str, Any] | None) -> list[str]:
+    """The guarantee section of the Markdown page (nothing without a guarantee)."""
+    if not g:
+        return []
+    floor = f" raised to ≥ {g['chosen_floor']:.6g}" if g["subset"] and g.get("chosen_floor") else ""
+    chosen = (
+        f"T = {_pct(g['chosen_tolerance'], 3)}{floor} of the path, exits {_exit_numbers(g['subset'])}, thresholds "
+        + ", ".join(_num(g["thresholds"][m], ".4f") for m in g["subset"])
+        if g["subset"] else "none certified that saves FLOPs: the backbone alone (risk 0)"
+    )
+    return [
+        f"## Guarantee: P({g['risk']} risk ≤ ε) ≥ 1 − δ over the draw of the validation split",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| ε (= T) / δ | {_pct(g['epsilon'])} / {g['delta']:g} |",
+        f"| risk | {g['risk']} |",
+        f"| bound, test | {g['bound']} p-values, fixed-sequence testing along the path |",
+        f"| n_cal (certifying part) / n_fit (temperatures and path) | {g['n_cal']} / {g['n_fit']} |",
+        f"| path | {g['path']} |",
+        f"| certified (leading configurations) | {g['certified']} of {g['path_length']} |",
+        f"| chosen | {chosen} |",
+        f"| empirical risk on n_cal / its {g['bound']} upper bound at δ | {_pct(g['empirical_risk'])} / "
+        f"{_pct(g['upper_bound'])} |",
+        "",
+    ]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A Markdown page for a report made by :func:`ee_rl.selfxit.vision` / :mod:`ee_rl.selfxit.rl` drivers."""
     lines = [f"# SelfXit: {report['name']}", ""]
     if report.get("command"):
         lines += ["Command:", "", "```", report["command"], "```", ""]
     t = report["tolerance"]
+    certified = report.get("guarantee")
+    meaning = (
+        f"T = {_pct(t)} bounds the {certified['risk']} risk with probability ≥ {1 - certified['delta']:.3g}"
+        if certified else f"T = {_pct(t)} is the target of the validation estimate below, not a bound on test"
+    )
     lines += ["## Result", "", "| quantity | value |", "|---|---|", f"| tolerance T | {_pct(t)} |"]
     if "accuracy_drop" in report:
         lines += [
             f"| backbone accuracy (test split) | {_pct(report['backbone_accuracy'])} |",
             f"| early-exit accuracy (test split) | {_pct(report['accuracy'])} |",
-            f"| **accuracy drop (test split)** | **{_pct(report['accuracy_drop'])}** "
-            f"(T = {_pct(t)} is the target of the validation estimate below, not a bound on test) |",
+            f"| **accuracy drop (test split)** | **{_pct(report['accuracy_drop'])}** ({meaning}) |",
         ]
     if "return" in report:
         lines += [
@@ -150,6 +213,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| K(S) on validation | {report['subset_score']:,} FLOPs "
         f"({report['subset_flops_saved_per_sample']:,.0f} per sample of {report['backbone_flops']:,}) |",
         "",
+        *_guarantee_lines(certified),
         "## Exits (validation split; each exit alone)",
         "",
         "| exit | stage | head | C1 FLOPs | C2 FLOPs | temperature | threshold | budget T/2ⁿ | agreement | hit rate "

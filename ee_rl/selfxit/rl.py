@@ -37,7 +37,7 @@ from ee_rl.rl.sweep.rows import SweepRow
 from ee_rl.rl.sweep.settings import PlaySettings
 from ee_rl.selfxit.evaluate import evaluate_held_out
 from ee_rl.selfxit.latency import latency_vs_batch
-from ee_rl.selfxit.pipeline import Calibration, calibrate_and_select, split_indices
+from ee_rl.selfxit.pipeline import Calibration, Guarantee, calibrate_and_select, split_indices
 from ee_rl.selfxit.report import calibration_report, held_out_report, latency_report, write_report
 from ee_rl.selfxit.settings import SelfXitSettings
 
@@ -132,8 +132,14 @@ class RLSelfXit:
     test_states: torch.Tensor
 
 
-def run_rl_selfxit(policy: EarlyExitPolicy, game: str, settings: SelfXitSettings) -> RLSelfXit:
-    """Calibrate ``policy``'s independent heads on expert states and play the expert and the SelfXit agent."""
+def run_rl_selfxit(
+    policy: EarlyExitPolicy, game: str, settings: SelfXitSettings, guarantee: Guarantee | None = None
+) -> RLSelfXit:
+    """Calibrate ``policy``'s independent heads on expert states (risk-controlled with a ``guarantee``; its risk is
+    the label-free disagreement with the expert's action) and play the expert and the SelfXit agent."""
+    if guarantee is not None and guarantee.risk != "consistency":
+        raise UserError(f"RL has no labels: the guarantee's risk is the disagreement with the expert "
+                        f"(consistency), not {guarantee.risk}")
     if policy.model.ensembles is not None or any(getattr(h, "cascade_in", 0) for h in policy.model.heads):
         raise UserError("SelfXit needs independent heads (the SDN heads, exits-sdn.pt), not cascaded ZTW heads")
     states = torch.from_numpy(collect_expert_states(
@@ -144,7 +150,9 @@ def run_rl_selfxit(policy: EarlyExitPolicy, game: str, settings: SelfXitSettings
     # The 20 / 30 parts of SelfXit's 50 / 20 / 30 split (the 50 % were distillation's states).
     val_fraction = settings.split[1] / (settings.split[1] + settings.split[2])
     val, test = split_indices(states.shape[0], [val_fraction, 1 - val_fraction], settings.seed)
-    calibration = calibrate_and_select(policy.model, states[val], settings.tolerance, settings.batch_size)
+    calibration = calibrate_and_select(
+        policy.model, states[val], settings.tolerance, settings.batch_size, guarantee=guarantee
+    )
     held_out = evaluate_held_out(calibration, states[test], batch_size=settings.batch_size,
                                  repeats=settings.timing_repeats)
     agent = selfxit_policy(policy, calibration)
@@ -154,7 +162,8 @@ def run_rl_selfxit(policy: EarlyExitPolicy, game: str, settings: SelfXitSettings
                          torch_threads=settings.threads)
     expert = play(policy, FULL_RULE, game, games, method="expert", threshold=FULL, label="full")
     tol = settings.tolerance
-    row = play(agent, calibration.rule, game, games, method=METHOD, threshold=tol, label=f"selfxit T={tol:g}",
+    label = f"selfxit T={tol:g}" + (f" delta={guarantee.delta:g}" if guarantee is not None else "")
+    row = play(agent, calibration.rule, game, games, method=METHOD, threshold=tol, label=label,
                exit_columns=calibration.subset.subset or (0,), num_candidates=policy.num_ics)
     return RLSelfXit(calibration, held_out, expert, row, (len(val), len(test)), states[test])
 
@@ -201,6 +210,7 @@ def run_rl_experiment(
     command: str = "",
     sweep_csv: Path | None = None,
     progress: bool = False,
+    guarantee: Guarantee | None = None,
 ) -> dict[str, Any]:
     """Load the agent's SDN heads, run SelfXit, write ``report.json`` / ``report.md`` (and the sweep row)."""
     game = rom_id(env)
@@ -210,7 +220,7 @@ def run_rl_experiment(
             raise UserError(f"agent file not found: {path} (SelfXit uses the expert and its SDN heads)")
     out_dir = ensure_writable_dir(out_dir)
     policy = load_early_exit_agent(paths.expert, paths.heads, game=game)
-    run = run_rl_selfxit(policy, game, settings)
+    run = run_rl_selfxit(policy, game, settings, guarantee)
     table = None
     if latency:
         table = latency_vs_batch(run.calibration.deployed, run.calibration.rule, run.test_states,

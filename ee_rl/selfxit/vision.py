@@ -21,9 +21,11 @@ from ee_rl.selfxit.evaluate import HeldOutResult, evaluate_held_out
 from ee_rl.selfxit.latency import LatencyTable, latency_vs_batch
 from ee_rl.selfxit.pipeline import (
     Calibration,
+    Guarantee,
     TrainedHeads,
     calibrate_and_select,
     select_for_tolerance,
+    select_with_guarantee,
     split_indices,
     train_heads,
 )
@@ -106,29 +108,44 @@ class VisionSelfXit:
 
 
 def fit_label_free(
-    net: StagedNet, images: torch.Tensor, settings: SelfXitSettings
+    net: StagedNet,
+    images: torch.Tensor,
+    settings: SelfXitSettings,
+    *,
+    guarantee: Guarantee | None = None,
+    labels: torch.Tensor | None = None,
 ) -> tuple[TrainedHeads, Calibration, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Heads, calibration and subset from unlabeled ``images`` alone (the 50/20/30 split is by ``settings.seed``).
 
-    Returns the heads, the calibration and the (train, val, test) index tensors.
+    With a ``guarantee`` the thresholds are risk-controlled on the validation part; its ``accuracy-gap`` risk reads
+    the validation part of ``labels`` (no other risk reads any label). Returns the heads, the calibration and the
+    (train, val, test) index tensors.
     """
     train, val, test = split_indices(images.shape[0], settings.split, settings.seed)
     backbone = net.frozen()
     candidates = tuple(net.placement.attach_after)
     heads = train_heads(backbone, images[train], images[val], candidates, settings)
     model = EarlyExitModel(backbone, heads.heads, None, candidates).eval()
-    calibration = calibrate_and_select(model, images[val], settings.tolerance, settings.batch_size)
+    val_labels = labels[val] if guarantee is not None and guarantee.risk == "accuracy-gap" else None
+    calibration = calibrate_and_select(
+        model, images[val], settings.tolerance, settings.batch_size, guarantee=guarantee, val_labels=val_labels
+    )
     return heads, calibration, (train, val, test)
 
 
 def run_vision_selfxit(
-    net: StagedNet, images: torch.Tensor, labels: torch.Tensor, settings: SelfXitSettings
+    net: StagedNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: SelfXitSettings,
+    guarantee: Guarantee | None = None,
 ) -> VisionSelfXit:
-    """SelfXit on inference data ``images``; ``labels`` only score the test part at the end."""
+    """SelfXit on inference data ``images``; ``labels`` only score the test part at the end (and, for a guarantee
+    on the accuracy gap, the validation part)."""
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be (N,) for N = {images.shape[0]} images, got {tuple(labels.shape)}")
     net.eval()
-    heads, calibration, (train, val, test) = fit_label_free(net, images, settings)
+    heads, calibration, (train, val, test) = fit_label_free(net, images, settings, guarantee=guarantee, labels=labels)
     def evaluate(cal: Calibration) -> HeldOutResult:
         return evaluate_held_out(
             cal, images[test], labels[test], batch_size=settings.batch_size, repeats=settings.timing_repeats
@@ -136,9 +153,15 @@ def run_vision_selfxit(
 
     sweep = []
     for tolerance in settings.tolerance_sweep:
-        cal = select_for_tolerance(
-            calibration.candidates, calibration.temperatures, calibration.table, tolerance, calibration.backbone_flops
-        )
+        if calibration.guarantee is not None:
+            cal = select_with_guarantee(
+                calibration.candidates, calibration.guarantee, tolerance, calibration.backbone_flops
+            )
+        else:
+            cal = select_for_tolerance(
+                calibration.candidates, calibration.temperatures, calibration.table, tolerance,
+                calibration.backbone_flops,
+            )
         sweep.append((cal, evaluate(cal)))
     return VisionSelfXit(
         heads, calibration, evaluate(calibration), (len(train), len(val), len(test)), images[test], sweep
@@ -203,6 +226,7 @@ def run_vision_experiment(
     command: str = "",
     progress: bool = False,
     data_dir: Path | None = None,
+    guarantee: Guarantee | None = None,
 ) -> dict:
     """Backbone (loaded or trained), label-free SelfXit on the dataset's test split, latency table, report files.
 
@@ -217,7 +241,7 @@ def run_vision_experiment(
     )
     data = load_dataset(dataset, data_dir, seed=int(record.get("seed", settings.seed)))
     images, labels = split_tensors(data.test, settings.batch_size)
-    run = run_vision_selfxit(net, images, labels, settings)
+    run = run_vision_selfxit(net, images, labels, settings, guarantee)
     table = None
     if latency:
         table = latency_vs_batch(

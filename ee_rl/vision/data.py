@@ -485,16 +485,29 @@ def digits_split(labels: np.ndarray, seed: int, noisy: bool) -> tuple[np.ndarray
     return np.sort(train), np.sort(test)
 
 
-def load_digits_data(name: str, seed: int) -> VisionData:
-    """scikit-learn's bundled 8×8 digits as 1-channel float images in [0, 1] (pixels / 16), split by ``seed``."""
+def _digits_arrays(noisy: bool) -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits as ``(N, 1, 8, 8)`` float images in [0, 1] (plus the fixed noise if ``noisy``) and labels."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
-    labels = bunch.target.astype(np.int64)
+    return (noisy_digit_images(images) if noisy else images), bunch.target.astype(np.int64)
+
+
+def digits_noisy_left_out(seed: int) -> TensorSplit:
+    """The digits-noisy images (with labels) that ``seed``'s split uses neither to train nor to test: the two thirds
+    of the stratified training part that digits-noisy drops. No backbone trained on that split has seen them."""
+    images, labels = _digits_arrays(noisy=True)
+    full_train, _ = digits_split(labels, seed, noisy=False)
+    kept, _ = digits_split(labels, seed, noisy=True)
+    left = np.setdiff1d(full_train, kept)
+    return TensorSplit(torch.from_numpy(images[left]), torch.from_numpy(labels[left]))
+
+
+def load_digits_data(name: str, seed: int) -> VisionData:
+    """scikit-learn's bundled 8×8 digits as 1-channel float images in [0, 1] (pixels / 16), split by ``seed``."""
     noisy = name == "digits-noisy"
-    if noisy:
-        images = noisy_digit_images(images)
+    images, labels = _digits_arrays(noisy)
     train, test = digits_split(labels, seed, noisy)
     x_train = torch.from_numpy(images[train])
     mean, std = float(x_train.mean()), float(x_train.std())

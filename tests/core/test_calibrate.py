@@ -6,25 +6,34 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from ee_rl.core import MaxProbExit, count_flops
+from ee_rl.core.exits import PerExitThresholds
 from ee_rl.core.calibrate import (
     DISABLED,
     NEVER_HIT,
+    ExitConfiguration,
     ExitTable,
     TemperatureScaledHead,
+    control_risk,
     deploy_subset,
     estimated_accuracy_drop,
     fit_temperature,
     fit_temperatures,
+    risk_controlled_tolerance,
+    scaled_outputs,
     select_exit_subset,
+    shared_threshold_path,
     simulate_subset,
     subset_model,
+    take_samples,
     temperature_nll,
     threshold_for_budget,
     tolerance_budgets,
+    tolerance_path,
     tolerance_thresholds,
     with_temperatures,
 )
@@ -239,3 +248,162 @@ def test_subset_model_rejects_cascaded_heads_and_bad_subsets() -> None:
         subset_model(model, (2, 0))
     with pytest.raises(ValueError, match="empty"):
         subset_model(model, ())
+
+
+# ------------------------------------------------------------------------------------------ subset search, losses
+def _brute_force_best(table: ExitTable, th: tuple[float, ...]) -> tuple[int, ...]:
+    """The published loop: by size, then lexicographically, keeping the first strictly better score."""
+    best, best_score = (), 0
+    for size in range(1, table.num_exits + 1):
+        for subset in itertools.combinations(range(table.num_exits), size):
+            score = simulate_subset(table, th, subset).score
+            if score > best_score:
+                best, best_score = subset, score
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_subset_search_picks_what_the_loop_picks_ties_included(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    m, n = 5, 40
+    # Few distinct costs and confidences, so that many subsets tie.
+    table = ExitTable(
+        log_confidences=torch.rand((m, n), generator=g).log(),
+        predictions=torch.randint(0, 3, (m, n), generator=g),
+        reference=torch.randint(0, 3, (n,), generator=g),
+        exit_flops=tuple(torch.randint(1, 3, (m,), generator=g).tolist()),
+        fallback_flops=tuple(sorted(torch.randint(4, 12, (m,), generator=g).tolist(), reverse=True)),
+    )
+    th = tuple(torch.rand(m, generator=g).tolist())
+    assert select_exit_subset(table, th).subset == _brute_force_best(table, th)
+
+
+def test_losses_consistency_and_accuracy_gap() -> None:
+    table = ExitTable(
+        log_confidences=torch.zeros(2, 4),
+        predictions=torch.tensor([[0, 1, 2, 0], [1, 1, 1, 1]]),
+        reference=torch.tensor([0, 1, 0, 2]),
+        exit_flops=(1, 1),
+        fallback_flops=(3, 2),
+    )
+    labels = torch.tensor([0, 2, 0, 0])  # the backbone is right on samples 0 and 2
+    assert table.losses("consistency").tolist() == [[False, False, True, True], [True, False, True, True]]
+    # Only a wrong early answer where the backbone is right counts.
+    assert table.losses("accuracy-gap", labels).tolist() == [[False, False, True, False], [True, False, True, False]]
+    with pytest.raises(ValueError, match="labels"):
+        table.losses("accuracy-gap")
+    with pytest.raises(ValueError, match="unknown risk"):
+        table.losses("drop")
+
+
+def test_scaled_outputs_are_the_temperature_scaled_models_outputs() -> None:
+    base = make_tiny_model(ensembles=None, cascade=False, head_scale=3.0)
+    x = random_images(12, seed=1)
+    temps = (0.5, 2.0, 1.3)
+    model = EarlyExitModel(base.backbone, with_temperatures(base.heads, temps), None, base.attach_after).eval()
+    with torch.no_grad():
+        raw, scaled = base.all_exits(x), model.all_exits(x)
+    got = scaled_outputs(raw, temps)
+    torch.testing.assert_close(got.ic_log_probs, scaled.ic_log_probs)
+    part = take_samples(got, torch.tensor([3, 0]))
+    torch.testing.assert_close(part.final_log_probs, scaled.final_log_probs[[3, 0]])
+
+
+# ------------------------------------------------------------------------------------------ risk control (LTT)
+def _synthetic_exit(n: int, g: torch.Generator) -> ExitTable:
+    """One exit whose confidence c is uniform on (0, 1) and whose answer is wrong with probability 1 − c: the risk
+    of threshold λ is P(c > λ, wrong) = (1 − λ)² / 2."""
+    c = torch.rand(n, generator=g).clamp_min(1e-6)
+    wrong = torch.rand(n, generator=g) < 1 - c
+    return ExitTable(c.log().unsqueeze(0), wrong.long().unsqueeze(0), torch.zeros(n, dtype=torch.long), (1,), (10,))
+
+
+def test_shared_threshold_risk_control_holds_where_the_point_estimate_does_not() -> None:
+    eps, delta, n, draws = 0.1, 0.1, 250, 300
+    path = shared_threshold_path(1, np.linspace(0.99, 0.0, 100))
+
+    def true_risk(config: ExitConfiguration) -> float:
+        return (1 - config.thresholds[0]) ** 2 / 2 if config.subset else 0.0
+
+    g = torch.Generator().manual_seed(0)
+    controlled, naive = [], []
+    for _ in range(draws):
+        table = _synthetic_exit(n, g)
+        result = control_risk(table, path, eps, delta)
+        assert result.num_samples == n and result.bound == "Hoeffding-Bentkus"
+        controlled.append(true_risk(result.chosen) > eps)
+        # The point estimate: the lowest λ whose empirical risk is within ε.
+        ok = [c for c, r in zip(result.path, result.risks) if r <= eps]
+        naive.append(true_risk(ok[-1]) > eps)
+    assert np.mean(controlled) <= delta
+    assert np.mean(naive) >= 0.3  # the same data, without the bound, breaks ε about half of the time
+    # The guarantee is not bought with doing nothing: the controlled λ still lets samples out.
+    assert result.chosen.subset == (0,) and result.chosen.thresholds[0] < 0.8
+
+
+def test_control_risk_certifies_a_leading_run_and_picks_the_cheapest_of_it() -> None:
+    table = _hand_table()
+    path = [ExitConfiguration(t, (t, t, t), (0, 1, 2)) for t in (0.95, 0.5, 0.3)]
+    result = control_risk(table, path, 0.5, 0.2)
+    # Thresholds 0.95 let nothing out (risk 0): p = 0.5**6 ≈ 0.016 is certified; at 0.5, samples 0-3 leave and
+    # two of them disagree (risk 1/3): no evidence at n = 6.
+    assert result.risks[0] == 0.0 and result.p_values[0] == pytest.approx(0.5**6)
+    assert result.num_rejected == 1
+    # The only certified configuration saves no FLOPs (all three heads run for nothing): the backbone alone.
+    assert result.chosen_index == -1 and result.chosen.subset == () and result.empirical_risk == 0.0
+    with pytest.raises(ValueError, match="epsilon"):
+        control_risk(table, path, 0.0, 0.1)
+
+
+def test_tolerance_path_runs_from_conservative_to_aggressive() -> None:
+    table = _hand_table()
+    base = tolerance_thresholds(table, 0.0)
+    path = tolerance_path(table, (0.0, 0.1, 0.5, 1.0), floors=(0.95, 0.85, 0.6, 0.5))
+    ramp = [c for c in path if c.floor > 0]
+    # The on-ramp: T = 0's thresholds raised to each floor above the lowest of them, highest floor first.
+    assert [c.floor for c in ramp] == sorted((c.floor for c in ramp), reverse=True) and ramp[0].floor == 0.95
+    for c in ramp:
+        assert c.parameter == 0.0 and c.thresholds == tuple(max(t, c.floor) for t in base)
+    assert ramp[0].subset == ()  # at 0.95 nothing leaves: the backbone alone is the cheapest
+    # Then SelfXit's thresholds at each T, from the lowest up.
+    rest = path[len(ramp):]
+    assert [c.parameter for c in rest] == sorted(c.parameter for c in rest)
+    for c in path:
+        assert c.subset == select_exit_subset(table, c.thresholds).subset
+    for c in rest:
+        assert c.thresholds == tolerance_thresholds(table, c.parameter) and c.floor == 0.0
+    drops = [simulate_subset(table, c.thresholds, c.subset).estimated_accuracy_drop for c in path]
+    assert drops[0] == 0.0 and drops == sorted(drops)
+
+
+def test_risk_controlled_tolerance_needs_disjoint_parts_and_certifies_on_the_second() -> None:
+    model = make_tiny_model(ensembles=None, cascade=False, head_scale=3.0)
+    x = random_images(160, seed=2)
+    with torch.no_grad():
+        out = model.all_exits(x)
+    costs = model.exit_costs(x)
+    fit, cal = torch.arange(0, 80), torch.arange(80, 160)
+    result = risk_controlled_tolerance(out, costs, fit, cal, 0.3, 0.1)
+    assert result.temperatures == fit_temperatures(take_samples(out, fit))
+    assert result.control.num_samples == 80 and result.fit_table.num_samples == 80
+    assert result.control.path == tuple(tolerance_path(result.fit_table))
+    if result.control.chosen_index >= 0:
+        assert result.control.chosen_index < result.control.num_rejected
+        assert result.control.upper_bound >= result.control.empirical_risk
+    with pytest.raises(ValueError, match="disjoint"):
+        risk_controlled_tolerance(out, costs, fit, torch.arange(70, 100), 0.3, 0.1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_threshold_for_budget_is_the_lowest_candidate_the_core_rule_keeps_within_budget(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    n = 200
+    # Repeated confidences (ties), some of them 1 (log 0), as float32 log-probabilities.
+    lc = (torch.randint(1, 40, (n,), generator=g).float() / 40).log()
+    lc[:5] = 0.0
+    agrees = torch.rand(n, generator=g) < 0.8
+    candidates = [0.0, *sorted({float(v) for v in lc.double().exp() if 0 < v < 1}), NEVER_HIT]
+    for budget in (0.0, 0.01, 0.05, 0.1, 0.5):
+        theta = threshold_for_budget(lc, agrees, budget)
+        wrong = [int((PerExitThresholds((c,)).should_exit(0, lc.unsqueeze(-1)) & ~agrees).sum()) for c in candidates]
+        assert theta == next(c for c, w in zip(candidates, wrong) if w <= budget * n), budget

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ee_rl.selfxit.pipeline import Guarantee
 from ee_rl.selfxit.report import render_markdown, write_report
 from ee_rl.selfxit.settings import SelfXitSettings
 from ee_rl.selfxit.vision import run_vision_selfxit, split_tensors, vision_report
@@ -56,6 +57,34 @@ def test_no_label_is_read_in_the_label_free_path(digits) -> None:
     assert same_result.accuracy_drop == right.test.accuracy_drop
     loose = right.sweep[1][0]
     assert all(a >= b for a, b in zip(ca.thresholds, loose.thresholds))  # more tolerance, lower thresholds
+
+
+def test_a_guarantee_on_consistency_reads_no_label_and_is_reported(digits, tmp_path: Path) -> None:
+    net, images, labels = digits
+    settings = _tiny_settings()
+    guarantee = Guarantee(delta=0.2, seed=settings.seed)
+    right = run_vision_selfxit(net, images, labels, settings, guarantee)
+    wrong = run_vision_selfxit(net, images, (labels + 1) % 10, settings, guarantee)
+    assert right.calibration.thresholds == wrong.calibration.thresholds
+    assert right.calibration.guarantee.control.p_values == wrong.calibration.guarantee.control.p_values
+    # The sweep certifies each of its tolerances as ε on the same path.
+    assert [c.guarantee.control.epsilon for c, _ in right.sweep] == [0.05, 0.3]
+    assert all(c.guarantee.control.path == right.calibration.guarantee.control.path for c, _ in right.sweep)
+    report = vision_report(right, dataset="digits", arch="small_cnn", backbone_record={"seed": 0}, settings=settings)
+    _, md_path = write_report(report, tmp_path)
+    saved = report["guarantee"]
+    assert (saved["epsilon"], saved["delta"], saved["risk"]) == (0.05, 0.2, "consistency")
+    assert saved["n_cal"] + saved["n_fit"] == right.split_sizes[1]
+    assert "## Guarantee: P(consistency risk ≤ ε) ≥ 1 − δ" in md_path.read_text()
+    # The accuracy gap reads the validation labels: where they are the backbone's own answers, its loss is the
+    # disagreement; where the backbone is never right, no early answer can lose anything.
+    gap = Guarantee(delta=0.2, risk="accuracy-gap", seed=settings.seed)
+    with torch.no_grad():
+        backbone_answers = net(images).argmax(dim=-1)
+    as_consistency = run_vision_selfxit(net, images, backbone_answers, settings, gap).calibration.guarantee
+    assert torch.equal(as_consistency.losses, right.calibration.guarantee.losses)
+    never_right = run_vision_selfxit(net, images, (backbone_answers + 1) % 10, settings, gap).calibration.guarantee
+    assert right.calibration.guarantee.losses.any() and not never_right.losses.any()
 
 
 def test_report_has_the_required_fields(digits, tmp_path: Path) -> None:
