@@ -73,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-cal", type=argtypes.int_in(2, 10**7, "n_cal"), default=None,
                         help="calibration samples per split (default: the dataset's)")
     parser.add_argument("--n-test", type=argtypes.int_in(1, 10**7, "n_test"), default=None,
-                        help="test samples per split (default: the dataset's)")
+                        help="test samples per split (default: every non-calibration sample)")
     parser.add_argument("--fit-fraction", type=argtypes.probability, default=0.5,
                         help="per-exit UCB: share of the calibration samples that fits the path (default 0.5)")
     parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the splits (default 0)")
@@ -110,8 +110,8 @@ def main() -> None:
                                 risks=args.risks, methods=args.methods, n_cal=args.n_cal, n_test=args.n_test,
                                 fit_fraction=args.fit_fraction, seed=args.seed)
     pool_size = args.states if args.dataset == "Pong" else digits_pool_size()
-    if settings.n_cal + settings.n_test > pool_size:
-        raise UserError(f"n_cal + n_test = {settings.n_cal + settings.n_test} exceeds the {args.dataset} pool "
+    if settings.n_cal + (settings.n_test or 1) > pool_size:
+        raise UserError(f"n_cal + n_test = {settings.n_cal + (settings.n_test or 1)} exceeds the {args.dataset} pool "
                         f"({pool_size} samples)")
     if args.dataset == "Pong" and "accuracy-gap" in settings.risks:
         raise UserError("Pong has no labels: use --risks consistency")

@@ -73,6 +73,19 @@ def test_run_risk_check_covers_every_risk_method_level_and_sampling_reproducibly
     assert run_risk_check(record, small_settings(seed=1)) != outcomes
 
 
+def test_without_n_test_every_non_calibration_sample_is_the_test_split() -> None:
+    record = synthetic_record()
+    whole = run_risk_check(record, small_settings(n_test=None, methods=("shared-ucb",)))
+    part = run_risk_check(record, small_settings(methods=("shared-ucb",)))
+    for o, p in zip(whole, part, strict=True):
+        # Same draws, same choices: the population (all non-calibration samples) is measured alike; the test
+        # split is now that population, not its first 200 samples.
+        assert (o.population_risk, o.population_cost) == (p.population_risk, p.population_cost)
+        assert (o.test_risk, o.test_cost) == (o.population_risk, o.population_cost)
+    assert any(p.test_risk != p.population_risk for p in part if p.sampling == "split")
+    assert default_settings("Pong").n_test is None and default_settings("digits-noisy", n_test=269).n_test == 269
+
+
 def test_summary_rows_count_violations_with_exact_intervals() -> None:
     record = synthetic_record()
     settings = small_settings(methods=("point-estimate", "per-exit-ucb"))

@@ -20,3 +20,12 @@ def test_outputs_hold_the_rows_and_a_table_line_per_row(tmp_path) -> None:
     body = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert len(body) == len(rows)
     assert "| SelfXit point estimate | 10 |" in table and "**accuracy-gap** risk" in table
+
+
+def test_table_drops_the_population_column_when_the_test_split_is_all_non_calibration_data() -> None:
+    settings = small_settings(methods=("shared-ucb",), n_splits=2, n_test=None)
+    table = render_table(summarize(run_risk_check(synthetic_record(), settings), settings))
+    assert "vs. all non-cal. data" not in table and "test = all non-calibration samples" in table
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    row = next(line for line in table.splitlines() if line.startswith("| shared"))
+    assert header.count("|") == row.count("|") == 8
