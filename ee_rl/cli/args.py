@@ -155,3 +155,26 @@ def add_executor_args(parser: argparse.ArgumentParser, what: str, default: str =
     parser.add_argument("--ray-address", type=ray_address, default=None, metavar="ADDRESS",
                         help="with --executor ray: 'auto' (the cluster this machine joined with ray start) or "
                              "ray://HEAD:10001; default: start a Ray on this machine")
+
+
+def runtime(text: str) -> str:
+    """``torch`` or ``onnx``; ``onnx`` only where onnxruntime, onnx and onnxscript are installed (checked now)."""
+    from ee_rl.core.runtime import check_runtime
+    from ee_rl.errors import UserError
+
+    try:
+        return check_runtime(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--runtime onnx needs ")) from None
+
+
+def add_runtime_arg(
+    parser: argparse.ArgumentParser, what: str = "early-exit decisions", default: str | None = "torch"
+) -> None:
+    """Add ``--runtime {torch,onnx}``: which runtime answers the command's ``what`` (``default`` None: the
+    command's config decides)."""
+    shown = default if default is not None else "config: torch"
+    parser.add_argument("--runtime", type=runtime, default=default, metavar="{torch,onnx}",
+                        help=f"what runs the {what}: torch (eager PyTorch) or onnx (ONNX Runtime, one graph per "
+                             "exit segment, exported on first use and cached in .onnx/ beside the weights; "
+                             f"pip install 'ee_rl[onnx]') (default: {shown})")

@@ -9,9 +9,11 @@ while background load hits them alike; latencies are medians, speed-ups medians 
 
 With ``--agent DIR`` it benchmarks a trained agent instead (:mod:`ee_rl.rl.agent_latency`): µs per decision on
 states the agent visits, at batch 1 and at the 8-env batch, on 1 and 2 threads, for the expert through SB3's
-``predict``, the expert through ee_rl's runner and the early-exit agent at the chosen threshold, in one run:
+``predict``, the expert through ee_rl's runner, every exit forced and the early-exit agent at the chosen threshold,
+in one run; ``--runtime onnx`` times the same paths in ONNX Runtime beside the torch ones:
 
     python scripts/bench_latency.py --agent agents/Pong --method ztw --threshold 0.8
+    python scripts/bench_latency.py --agent agents/Pong --runtime onnx --json agents/Pong/latency.json
     python scripts/bench_latency.py --agent agents/Pong --from-sweep agents/Pong/sweep.csv --max-drop 1
 """
 
@@ -39,7 +41,7 @@ def bench_trained_agent(args: argparse.Namespace) -> None:
     from ee_rl.rl import agent_latency, sweep
     from ee_rl.rl.checkpoint import load_model
     from ee_rl.rl.games import rom_id
-    from ee_rl.rl.policy import agent_paths
+    from ee_rl.rl.policy import agent_paths, onnx_cache_dir
 
     game = rom_id(args.env)
     try:
@@ -56,13 +58,18 @@ def bench_trained_agent(args: argparse.Namespace) -> None:
         threshold = chosen.threshold
     rule = rule_for_method(method, threshold)
     policy = sweep.load_agents(args.agent, [method], game)[method]
+    policies = [policy]
+    if args.runtime != "torch":  # the same agent on both runtimes, timed side by side
+        paths = agent_paths(args.agent, method)
+        policies.append(sweep.load_agents(args.agent, [method], game)[method].use_runtime(
+            args.runtime, threads=thread_counts[0], cache_dir=onnx_cache_dir(paths.heads)))
     expert = load_model(agent_paths(args.agent, method).expert, device="cpu", game=game)
     states = agent_latency.record_states(policy, rule, game, n_envs=args.n_envs, steps=args.steps, seed=args.seed)
     report = agent_latency.measure_agent_latency(
-        policy, expert, rule, states, threads=thread_counts, repeats=args.repeats, warmup=args.warmup
+        policies, expert, rule, states, threads=thread_counts, repeats=args.repeats, warmup=args.warmup
     )
     print(f"{game}: {method} {sweep.rule_label(method, threshold)}, {report.decisions} recorded states, "
-          f"median of {args.repeats} passes")
+          f"median of {args.repeats} passes, runtimes {', '.join(p.runtime for p in policies)}")
     print(agent_latency.format_latency(report))
     if args.json is not None:
         atomic_write_json(
@@ -99,6 +106,7 @@ def main() -> None:
     agent.add_argument("--n-envs", type=argtypes.n_envs, default=8, help="parallel envs = the batched size (default 8)")
     agent.add_argument("--steps", type=int, default=64, help="recorded steps of the agent (default 64)")
     agent.add_argument("--seed", type=argtypes.seed, default=10_000, help="env seed for the recorded states")
+    argtypes.add_runtime_arg(agent, "agent (onnx: timed beside torch, in the same rounds)")
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 20 if args.agent is not None else 2000
@@ -112,6 +120,8 @@ def main() -> None:
     if args.agent is not None:
         bench_trained_agent(args)
         return
+    if args.runtime != "torch":
+        parser.error("--runtime onnx benchmarks a trained agent: give --agent DIR")
 
     torch.set_num_threads(args.threads)
     model, original = build_nature_cnn_early_exit(

@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weights", default=None, help="with --train: pretrained backbone weights")
     parser.add_argument("--transfer", action="store_true", help="with --train --weights: new linear head first")
     argtypes.add_executor_args(parser, "seeds' training runs (with --train)")
+    argtypes.add_runtime_arg(parser, "evaluation passes (the exported graphs a deployment runs)")
     parser.add_argument("--cpus", type=argtypes.workers, default=None,
                         help="with --executor process: CPUs the runs may use (default: all of this machine's)")
     return parser.parse_args()
@@ -89,7 +90,7 @@ def main() -> None:
         methods=methods, data_dir=Path(args.data_dir) if args.data_dir else None, device=args.device,
         progress=not args.no_progress_bar, train_missing=args.train,
         weights=Path(args.weights) if args.weights else None, transfer=args.transfer,
-        command=shlex.join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        command=shlex.join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), runtime=args.runtime,
     )
     with make_executor(executor, cpus=args.cpus or cpu_count(), ray_address=args.ray_address) as pool:
         summary = evaluate_experiment(experiment, pool)

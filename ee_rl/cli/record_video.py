@@ -32,6 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=None, help="cut the game part of the video after this")
     parser.add_argument("--fps", type=float, default=30.0, help="video frames per second = decisions per second")
     parser.add_argument("--scale", type=int, default=3, help="integer upscaling of the 210x160 screen (default 3)")
+    argtypes.add_runtime_arg(parser, "agent's decisions (the same game either way)")
     return parser.parse_args()
 
 
@@ -65,6 +66,9 @@ def main() -> None:
         raise UserError(f"--out must end in {' or '.join(video.VIDEO_SUFFIXES)}, got {out.name}")
     check_file_writable(out)  # before the game is played, not after
     policy = sweep.load_agents(agent_dir, [args.method], game)[args.method]
+    from ee_rl.rl.policy import agent_paths, onnx_cache_dir
+
+    policy.use_runtime(args.runtime, cache_dir=onnx_cache_dir(agent_paths(agent_dir, args.method).heads))
 
     recording = video.record_game(
         policy,

@@ -60,6 +60,8 @@ def parse_args() -> argparse.Namespace:
                         help="RL: full games per agent (config: 10)")
     parser.add_argument("--sweep-csv", default=None, help="RL: also append the SelfXit row to this sweep.csv")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency-vs-batch-size table")
+    argtypes.add_runtime_arg(parser, "deployed model on the test part and in the games (held-out numbers and "
+                             "returns are the same; ms are not)", default=None)
     parser.add_argument("--no-progress-bar", action="store_true", help="for logs of background runs")
     return parser.parse_args()
 
@@ -78,7 +80,7 @@ def main() -> None:
         name = display_name(rom_id(args.env))
     settings = load_settings(args.config, name)
     for flag, field in (("tolerance", "tolerance"), ("seed", "seed"), ("search_trials", "search_trials"),
-                        ("threads", "threads"), ("episodes", "episodes")):
+                        ("threads", "threads"), ("episodes", "episodes"), ("runtime", "runtime")):
         if getattr(args, flag) is not None:
             setattr(settings, field, getattr(args, flag))
     settings.validate()

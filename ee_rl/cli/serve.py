@@ -54,12 +54,14 @@ def main() -> None:
     settings.validate()
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    args.threads = settings.threads  # ONNX Runtime's threads follow torch's
     served = served_model_from_args(args, settings.threshold)
     sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
 
     def announce() -> None:
-        print(f"serving {served.name} with {served.rule!r} on http://{host}:{port} (ws://{host}:{port}/stream)",
+        print(f"serving {served.name} with {served.rule!r} ({served.runtime}) on http://{host}:{port} "
+              f"(ws://{host}:{port}/stream)",
               flush=True)
 
     try:

@@ -42,6 +42,8 @@ def parse_args() -> argparse.Namespace:
                         help="settings played at once by --executor process, the default when > 1 (config: 1; "
                              "µs per decision then share cores)")
     argtypes.add_executor_args(parser, "settings", default="serial, or process with --workers > 1")
+    argtypes.add_runtime_arg(parser, "agents' decisions (returns, costs and exit rates are the same; µs are not)",
+                             default=None)
     parser.add_argument("--config", default=None, help="YAML config (default configs/sweep.yaml)")
     parser.add_argument("--preset", default=None, help="a preset section of the config, e.g. quick")
     parser.add_argument("--out", default=None, help="output directory (default runs/sweep/<Env>/)")
@@ -116,6 +118,8 @@ def main() -> None:
                        ("workers", "workers")):
         if getattr(args, flag) is not None:
             setattr(settings, name, getattr(args, flag))
+    if args.runtime is not None:
+        settings.runtime = args.runtime
     settings.validate()
     executor = executor_name(args.executor, settings.workers, args.ray_address)
     # Check everything that can be wrong before playing for minutes.

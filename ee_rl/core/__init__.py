@@ -1,7 +1,7 @@
 """Early-exit core shared by the RL and vision parts.
 
 Exit methods, heads, cascade, ensembles, the model builder and heads file, exit rules (and which rule each method
-uses), conditional inference, FLOPs, metrics and latency.
+uses), conditional inference (eager, or ONNX Runtime segments), FLOPs, metrics and latency.
 """
 
 from ee_rl.core.backbone import StagedBackbone, UInt8ToUnitFloat
@@ -40,6 +40,7 @@ from ee_rl.core.rules import (
     is_patience_method,
     rule_for_method,
 )
+from ee_rl.core.runtime import RUNTIMES, ConditionalInference, make_runner
 
 __all__ = [
     "CONFIDENCE_METHODS",
@@ -47,8 +48,10 @@ __all__ = [
     "FULL_RULE",
     "PATIENCE_METHODS",
     "RULE_METHODS",
+    "RUNTIMES",
     "AdditiveEnsemble",
     "AllExits",
+    "ConditionalInference",
     "EarlyExitModel",
     "EarlyExitOutput",
     "Ensemble",
@@ -82,6 +85,7 @@ __all__ = [
     "load_heads_state",
     "make_ensembles",
     "make_internal_classifiers",
+    "make_runner",
     "measure_exit_costs",
     "measure_exit_latency",
     "median_call_us",

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -60,6 +61,17 @@ class ExitRule(ABC):
             argmax_history: ``(B, m)`` argmax of exits ``0..m-1`` for the same rows (only if ``needs_history``).
         """
 
+    def should_exit_numpy(
+        self, m: int, log_probs: np.ndarray, argmax_history: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`should_exit` on numpy arrays (for runtimes that hand back numpy, e.g. ONNX Runtime).
+
+        The same decisions; this default goes through :meth:`should_exit` on torch views of the arrays, and rules
+        whose test is a comparison or an argmax answer in numpy directly (no eager-torch dispatch per exit).
+        """
+        history = None if argmax_history is None else torch.from_numpy(argmax_history)
+        return self.should_exit(m, torch.from_numpy(log_probs), history).numpy()
+
 
 @dataclass(frozen=True)
 class MaxProbExit(ExitRule):
@@ -73,6 +85,7 @@ class MaxProbExit(ExitRule):
     def __post_init__(self) -> None:
         object.__setattr__(self, "tau", _real("MaxProbExit tau", self.tau))
         object.__setattr__(self, "_log_tau", _log_threshold(self.tau))
+        object.__setattr__(self, "_log_tau_float", float(self._log_tau))
 
     @property
     def never_exits_early(self) -> bool:
@@ -80,6 +93,12 @@ class MaxProbExit(ExitRule):
 
     def should_exit(self, m: int, log_probs: torch.Tensor, argmax_history: torch.Tensor | None = None) -> torch.Tensor:
         return log_probs.amax(dim=-1) > self._log_tau
+
+    def should_exit_numpy(
+        self, m: int, log_probs: np.ndarray, argmax_history: np.ndarray | None = None
+    ) -> np.ndarray:
+        # In the log-probs' own dtype, as torch compares with a 0-d threshold.
+        return log_probs.max(axis=-1) > log_probs.dtype.type(self._log_tau_float)
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,7 @@ class PerExitThresholds(ExitRule):
             raise ValueError(f"taus must be a non-empty sequence of real thresholds, one per IC, got {self.taus!r}")
         object.__setattr__(self, "taus", tuple(_real(f"taus[{i}]", t) for i, t in enumerate(self.taus)))
         object.__setattr__(self, "_log_taus", tuple(_log_threshold(t) for t in self.taus))
+        object.__setattr__(self, "_log_taus_float", tuple(float(t) for t in self._log_taus))
         object.__setattr__(self, "_never_exits_early", all(t > 1.0 for t in self.taus))  # read on every call
 
     @property
@@ -110,6 +130,11 @@ class PerExitThresholds(ExitRule):
 
     def should_exit(self, m: int, log_probs: torch.Tensor, argmax_history: torch.Tensor | None = None) -> torch.Tensor:
         return log_probs.amax(dim=-1) > self._log_taus[m]
+
+    def should_exit_numpy(
+        self, m: int, log_probs: np.ndarray, argmax_history: np.ndarray | None = None
+    ) -> np.ndarray:
+        return log_probs.max(axis=-1) > log_probs.dtype.type(self._log_taus_float[m])
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,19 @@ class PatienceExit(ExitRule):
             raise ValueError(f"PatienceExit at exit {m} needs argmax_history of shape (B, {m})")
         current = log_probs.argmax(dim=-1, keepdim=True)
         return (argmax_history[:, m - p :] == current).all(dim=1)
+
+    def should_exit_numpy(
+        self, m: int, log_probs: np.ndarray, argmax_history: np.ndarray | None = None
+    ) -> np.ndarray:
+        p = self.patience
+        if m < p:
+            return np.zeros(log_probs.shape[0], dtype=bool)
+        if p == 0:
+            return np.ones(log_probs.shape[0], dtype=bool)
+        if argmax_history is None or argmax_history.shape[1] != m:
+            raise ValueError(f"PatienceExit at exit {m} needs argmax_history of shape (B, {m})")
+        current = log_probs.argmax(axis=-1)[:, None]  # the first maximum, as torch's argmax
+        return (argmax_history[:, m - p :] == current).all(axis=1)
 
 
 def assign_exits(exit_log_probs: torch.Tensor | Sequence[torch.Tensor], rule: ExitRule) -> torch.Tensor:

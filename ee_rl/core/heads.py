@@ -37,6 +37,28 @@ def _regular_windows(in_hw: tuple[int, int], out: int) -> tuple[tuple[int, int],
     return (kernel[0], kernel[1]), (stride[0], stride[1])
 
 
+def _adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
+    # Adaptive pooling window i is [floor(i * n / out), ceil((i + 1) * n / out)).
+    return [((i * n) // out, -((-(i + 1) * n) // out)) for i in range(out)]
+
+
+def adaptive_pools_by_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(adaptive_avg_pool2d(x, size), adaptive_max_pool2d(x, size))`` from one slice per window.
+
+    The same windows and values with only slicing and reductions, which ONNX exporters can trace for any input size
+    (ONNX has no adaptive pooling; irregular windows, e.g. 3x3 -> 4x4, have no plain-pool equivalent).
+    """
+    rows, cols = _adaptive_windows(x.shape[2], size), _adaptive_windows(x.shape[3], size)
+    avg, mx = [], []
+    for r0, r1 in rows:
+        for c0, c1 in cols:
+            window = x[:, :, r0:r1, c0:c1]
+            avg.append(window.mean(dim=(2, 3)))
+            mx.append(window.amax(dim=(2, 3)))
+    shape = (x.shape[0], x.shape[1], size, size)
+    return torch.stack(avg, dim=-1).reshape(shape), torch.stack(mx, dim=-1).reshape(shape)
+
+
 class SDNPool(nn.Module):
     """SDN mixed pooling ``gamma * avgpool(x) + (1 - gamma) * maxpool(x)``, both adaptive to ``size x size``.
 
@@ -53,6 +75,14 @@ class SDNPool(nn.Module):
         self.gamma_logit = nn.Parameter(torch.zeros(()))
         self._gamma_constant: DerivedConstant[float] = DerivedConstant(_sigmoid_as_float)
         self._windows: dict[tuple[int, int], tuple[tuple[int, int], tuple[int, int]] | None] = {}
+        self._for_export = False
+
+    def prepare_for_export(self) -> None:
+        """Pool irregular windows with slices and reductions from now on (see :func:`adaptive_pools_by_windows`).
+
+        Called by :func:`ee_rl.core.onnx_export.export_segments` on the copy it traces; same values.
+        """
+        self._for_export = True
 
     @property
     def gamma(self) -> torch.Tensor:
@@ -76,7 +106,9 @@ class SDNPool(nn.Module):
         if windows is False:
             windows = _regular_windows((height, width), self.size)
             self._windows[(height, width)] = windows
-        if windows is None:
+        if windows is None and self._for_export:
+            avg, mx = adaptive_pools_by_windows(x, self.size)
+        elif windows is None:
             avg = F.adaptive_avg_pool2d(x, self.size)
             mx = F.adaptive_max_pool2d(x, self.size)
         else:

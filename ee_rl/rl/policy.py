@@ -65,6 +65,10 @@ class ScalePixelsChannelsLast(nn.Module):
         """Return ``x / 255`` as float32, channels_last (a new tensor)."""
         return scale_pixels_channels_last(x)
 
+    def onnx_equivalent(self) -> nn.Module:
+        """The same values with ops an ONNX exporter can trace (ONNX graphs have no memory layout to keep)."""
+        return UInt8ToUnitFloat()
+
 
 # --- staging the expert ---------------------------------------------------------------------------------------
 
@@ -206,6 +210,8 @@ class EarlyExitPolicy(nn.Module):
         # One of the expert's parameters, kept outside nn.Module's registry (no second state_dict entry): .to()
         # moves it in place, so its device is always the policy's, read in O(1) on every decision.
         self.__dict__["_device_probe"] = next(model.backbone.parameters())
+        # What answers act(): the torch model itself, or an ONNX Runtime runner of it (see use_runtime).
+        self.__dict__["_runner"] = model
 
     @classmethod
     def from_expert(
@@ -257,6 +263,33 @@ class EarlyExitPolicy(nn.Module):
         """FLOPs of every part and of answering at each exit, for one observation."""
         return self.model.exit_costs(torch.zeros((1, *self.obs_shape), dtype=torch.uint8, device=self.device))
 
+    @property
+    def runtime(self) -> str:
+        """``torch`` or ``onnx``: what answers :meth:`act` (see :meth:`use_runtime`)."""
+        return getattr(self._runner, "runtime", "torch")
+
+    def use_runtime(
+        self, runtime: str, *, threads: int = 1, cache_dir: str | Path | None = None
+    ) -> EarlyExitPolicy:
+        """Answer :meth:`act` with ``runtime`` from now on: ``torch`` (the model itself) or ``onnx`` (ONNX Runtime
+        segments of the model, exported on first use into ``cache_dir``, see :func:`ee_rl.core.runtime.make_runner`,
+        with ``threads`` intra-op threads). The weights must not change afterwards. Returns ``self``."""
+        from ee_rl.core.runtime import make_runner
+
+        if runtime == "onnx" and self.device.type != "cpu":
+            raise UserError(f"--runtime onnx runs on the CPU; the policy is on {self.device}: use --device cpu")
+        sample = torch.zeros((1, *self.obs_shape), dtype=torch.uint8)
+        self.__dict__["_runner"] = make_runner(self.model, runtime, sample=sample, threads=threads,
+                                               cache_dir=cache_dir)
+        self.__dict__["_runtime_cache_dir"] = cache_dir
+        return self
+
+    def set_runtime_threads(self, threads: int) -> None:
+        """Run the current runtime with ``threads`` intra-op threads (ONNX Runtime: new sessions of the cached
+        graphs; torch: its threads are process-wide, set with ``torch.set_num_threads``)."""
+        if self.runtime != "torch":
+            self.use_runtime(self.runtime, threads=threads, cache_dir=self.__dict__.get("_runtime_cache_dir"))
+
     def trainable_modules(self) -> nn.ModuleDict:
         """The heads (and ensembles): everything that is not the frozen expert."""
         parts = {"heads": self.model.heads}
@@ -272,19 +305,29 @@ class EarlyExitPolicy(nn.Module):
             obs = torch.from_numpy(obs)
         if not isinstance(obs, torch.Tensor):
             raise ValueError(f"observations must be a numpy array or a torch tensor, got {type(obs).__name__}")
-        if obs.dtype != torch.uint8 or obs.dim() != 1 + len(self.obs_shape) or tuple(obs.shape[1:]) != self.obs_shape:
-            raise ValueError(
-                f"observations must be uint8 of shape (n, {', '.join(map(str, self.obs_shape))}), "
-                f"got {obs.dtype} {tuple(obs.shape)}"
-            )
-        if obs.shape[0] == 0:
-            raise ValueError("observations must hold at least one sample, got an empty batch")
+        self._check_obs(obs.dtype == torch.uint8, obs.dtype, tuple(obs.shape))
         return obs.to(self.device)
+
+    def _check_obs(self, is_uint8: bool, dtype: object, shape: tuple[int, ...]) -> None:
+        if not is_uint8 or len(shape) != 1 + len(self.obs_shape) or shape[1:] != self.obs_shape:
+            raise ValueError(
+                f"observations must be uint8 of shape (n, {', '.join(map(str, self.obs_shape))}), got {dtype} {shape}"
+            )
+        if shape[0] == 0:
+            raise ValueError("observations must hold at least one sample, got an empty batch")
 
     def act(self, obs: np.ndarray | torch.Tensor, rule: ExitRule) -> ActResult:
         """Early-exit decision for a batch (batch-shrinking inference): argmax action of the exit that answered."""
+        runner = self._runner
+        if runner is not self.model and isinstance(obs, np.ndarray):
+            # A compiled runtime: numpy in, numpy out, no eager-torch op on the way (each costs µs at batch 1).
+            self._check_obs(obs.dtype == np.uint8, obs.dtype, obs.shape)
+            rule.check_num_ics(self.model.num_ics)
+            log_probs, exit_index, flops = runner.infer_arrays(obs, rule)
+            return ActResult(actions=log_probs.argmax(axis=-1), exit_index=exit_index, flops=flops,
+                             log_probs=log_probs, backbone_flops=runner.backbone_flops(obs))
         x = self.obs_tensor(obs)
-        out = self.model.infer(x, rule)
+        out = self._runner.infer(x, rule)
         # Fresh tensors of the right dtypes (int64, float32): numpy views of them, no copies.
         return ActResult(
             actions=out.log_probs.argmax(dim=-1).cpu().numpy(),
@@ -452,6 +495,12 @@ def is_agent_method(method: str) -> bool:
         return method_by_name(method).name == method
     except UserError:
         return False
+
+
+def onnx_cache_dir(heads_path: str | Path) -> Path:
+    """Where an agent's exported ONNX segments are cached: ``.onnx/`` beside its heads file (keyed by a hash of the
+    weights inside, see :func:`ee_rl.core.onnx_export.load_or_export_segments`)."""
+    return Path(heads_path).parent / ".onnx"
 
 
 def agent_paths(agent_dir: str | Path, method: str, heads_dir: str | Path | None = None) -> AgentPaths:

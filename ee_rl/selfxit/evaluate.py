@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ee_rl.core.exits import MaxProbExit
+from ee_rl.core.runtime import make_runner
 from ee_rl.selfxit.latency import timed_ms
 from ee_rl.selfxit.pipeline import Calibration
 
@@ -53,19 +54,23 @@ def evaluate_held_out(
     *,
     batch_size: int = 256,
     repeats: int = 20,
+    runtime: str = "torch",
 ) -> HeldOutResult:
     """Run the deployed model and the plain backbone on ``inputs`` (in batches of ``batch_size``) and compare.
 
-    ``labels`` are read only here, to score accuracy; the calibration never saw them.
+    ``labels`` are read only here, to score accuracy; the calibration never saw them. ``runtime`` runs the deployed
+    model's conditional inference (and the timed plain backbone) in eager torch or in ONNX Runtime (segments
+    exported into the user's cache, as many threads as torch has).
     """
     model, rule = calibration.deployed, calibration.rule
+    runner = make_runner(model, runtime, sample=inputs[:1], threads=torch.get_num_threads())
     n = inputs.shape[0]
     if n == 0 or (labels is not None and labels.shape != (n,)):
         raise ValueError(f"need N >= 1 inputs and labels of shape (N,), got {n} and "
                          f"{None if labels is None else tuple(labels.shape)}")
     chunks = [inputs[s : s + batch_size] for s in range(0, n, batch_size)]
     with torch.inference_mode():
-        outs = [model.infer(x, rule) for x in chunks]
+        outs = [runner.infer(x, rule) for x in chunks]
         backbone_pred = torch.cat([model.backbone(x).argmax(dim=-1) for x in chunks])
     pred = torch.cat([o.log_probs.argmax(dim=-1) for o in outs])
     exit_index = torch.cat([o.exit_index for o in outs])
@@ -75,12 +80,12 @@ def evaluate_held_out(
     def run_backbone() -> None:
         with torch.inference_mode():
             for x in chunks:
-                model.infer(x, NO_EXIT)
+                runner.infer(x, NO_EXIT)
 
     def run_early_exit() -> None:
         with torch.inference_mode():
             for x in chunks:
-                model.infer(x, rule)
+                runner.infer(x, rule)
 
     wall, cpu = timed_ms({"backbone": run_backbone, "early_exit": run_early_exit}, repeats, 2, inputs.device)
     result = dict(

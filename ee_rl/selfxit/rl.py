@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ee_rl.core import FULL, FULL_RULE, ExitRule
+from ee_rl.core import FULL, FULL_RULE, EarlyExitModel, ExitRule
 from ee_rl.errors import UserError
 from ee_rl.io import ensure_writable_dir
 from ee_rl.rl.envs import MAX_EPISODE_FRAMES, make_atari_env
@@ -71,8 +71,13 @@ def collect_expert_states(
 
 def selfxit_policy(policy: EarlyExitPolicy, calibration: Calibration) -> EarlyExitPolicy:
     """The agent with only the chosen exits, temperature-scaled (act with ``calibration.rule``)."""
+    return _policy_of(policy, calibration.deployed)
+
+
+def _policy_of(policy: EarlyExitPolicy, model: EarlyExitModel) -> EarlyExitPolicy:
+    """A new policy (its own runtime) of ``policy``'s expert with the early-exit ``model``."""
     return EarlyExitPolicy(
-        calibration.deployed, policy.method, game=policy.game, expert_sha256=policy.expert_sha256,
+        model, policy.method, game=policy.game, expert_sha256=policy.expert_sha256,
         ic_stride=policy.ic_stride, pool_size=policy.pool_size, obs_shape=policy.obs_shape,
     ).eval()
 
@@ -154,13 +159,16 @@ def run_rl_selfxit(
         policy.model, states[val], settings.tolerance, settings.batch_size, guarantee=guarantee
     )
     held_out = evaluate_held_out(calibration, states[test], batch_size=settings.batch_size,
-                                 repeats=settings.timing_repeats)
-    agent = selfxit_policy(policy, calibration)
+                                 repeats=settings.timing_repeats, runtime=settings.runtime)
+    agent = selfxit_policy(policy, calibration).use_runtime(settings.runtime, threads=settings.threads)
+    player = policy
+    if settings.runtime != "torch":  # the expert's row runs in the same runtime (its own, unchanged policy)
+        player = _policy_of(policy, policy.model).use_runtime(settings.runtime, threads=settings.threads)
     # The games use the sweep's seeds, so the row appended to its CSV is played on the same games as its rows.
     games = PlaySettings(episodes=settings.episodes, n_envs=settings.n_envs, seed=settings.env_seed,
                          sticky_prob=settings.sticky_prob, max_episode_frames=settings.max_episode_frames,
                          torch_threads=settings.threads)
-    expert = play(policy, FULL_RULE, game, games, method="expert", threshold=FULL, label="full")
+    expert = play(player, FULL_RULE, game, games, method="expert", threshold=FULL, label="full")
     tol = settings.tolerance
     label = f"selfxit T={tol:g}" + (f" delta={guarantee.delta:g}" if guarantee is not None else "")
     row = play(agent, calibration.rule, game, games, method=METHOD, threshold=tol, label=label,

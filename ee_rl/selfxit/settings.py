@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.core.head_search import SearchSpace, TrainSettings
+from ee_rl.core.runtime import RUNTIMES
 from ee_rl.errors import UserError
 
 DEFAULT_CONFIG = CONFIG_DIR / "selfxit.yaml"
@@ -36,6 +37,7 @@ class SelfXitSettings:
     latency_batch_sizes: list = dataclasses.field(default_factory=lambda: [1, 16, 32, 64, 128])
     latency_repeats: int = 30
     threads: int = 1
+    runtime: str = "torch"
     states: int = 4000
     state_stride: int = 4
     episodes: int = 10
@@ -76,6 +78,8 @@ class SelfXitSettings:
             raise UserError("head_lr must be > 0, head_weight_decay and agreement_slack >= 0")
         if not 0.0 <= self.sticky_prob < 1.0:
             raise UserError(f"sticky_prob must be in [0, 1), got {self.sticky_prob}")
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         return self
 
     @property

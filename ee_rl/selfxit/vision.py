@@ -148,7 +148,8 @@ def run_vision_selfxit(
     heads, calibration, (train, val, test) = fit_label_free(net, images, settings, guarantee=guarantee, labels=labels)
     def evaluate(cal: Calibration) -> HeldOutResult:
         return evaluate_held_out(
-            cal, images[test], labels[test], batch_size=settings.batch_size, repeats=settings.timing_repeats
+            cal, images[test], labels[test], batch_size=settings.batch_size, repeats=settings.timing_repeats,
+            runtime=settings.runtime,
         )
 
     sweep = []

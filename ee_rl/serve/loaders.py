@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ee_rl.cli import args as argtypes
 from ee_rl.core import ExitRule, MaxProbExit, rule_for_method
 from ee_rl.errors import UserError
 from ee_rl.serve.codecs import InputSpec, PayloadError, check_batch
@@ -173,6 +174,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration", type=Path, metavar="FILE.npy", help="unlabelled inputs the --tolerance thresholds are fit on"
     )
+    argtypes.add_runtime_arg(parser, "served model's batches")
 
 
 def served_model_from_args(args: argparse.Namespace, default_threshold: float) -> ServedModel:
@@ -212,9 +214,22 @@ def served_model_from_args(args: argparse.Namespace, default_threshold: float) -
         rule = serving_rule(served.model, threshold=threshold)
     info = {**served.info, "threshold": threshold, "tolerance": args.tolerance, "rule_source": source}
     try:
-        return dataclasses.replace(served, rule=rule, info=info)
+        served = dataclasses.replace(served, rule=rule, info=info)
     except ValueError as exc:  # the rule does not fit the model (e.g. one threshold per IC)
         raise UserError(str(exc)) from None
+    return served.use_runtime(args.runtime, threads=getattr(args, "threads", None) or 1,
+                              cache_dir=_onnx_cache_dir(args))
+
+
+def _onnx_cache_dir(args: argparse.Namespace) -> Path | None:
+    """Exported graphs go beside the served weights (None: the user's cache, for the random NatureCNN)."""
+    if args.agent is not None:
+        from ee_rl.rl.policy import agent_paths, onnx_cache_dir
+
+        return onnx_cache_dir(agent_paths(args.agent, args.method).heads)
+    if args.vision is not None:
+        return Path(args.vision).parent / ".onnx"
+    return None
 
 
 def _default_threshold(args: argparse.Namespace, configured: float) -> tuple[float, str]:

@@ -6,8 +6,10 @@ The server knows nothing about Atari or vision: a :class:`ServedModel` is built 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 
 from ee_rl.core import EarlyExitModel, ExitRule, MaxProbExit, PerExitThresholds, all_exits_batched
 from ee_rl.core.calibrate import ExitTable, tolerance_thresholds
+from ee_rl.core.runtime import ConditionalInference, make_runner
 from ee_rl.errors import UserError
 from ee_rl.serve.codecs import InputSpec
 
@@ -51,6 +54,8 @@ class ServedModel:
         to_model_input: maps a wire batch tensor to the model's input (identity by default).
         class_names: optional names of the K outputs.
         info: extra JSON-ready facts for ``GET /health`` (paths, method, threshold, ...).
+        runner: what runs the conditional inference: None = ``model`` itself (eager torch), or an ONNX Runtime runner
+            of it (see :meth:`use_runtime`).
     """
 
     name: str
@@ -61,6 +66,7 @@ class ServedModel:
     to_model_input: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda x: x)
     class_names: Sequence[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    runner: ConditionalInference | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.rule, ExitRule):
@@ -69,6 +75,23 @@ class ServedModel:
         self.model.eval()
         self._costs = self.model.exit_costs(self.model_input(self.example_batch(1)))
         self._fractions = tuple(c / self._costs.backbone for c in self._costs.cumulative)
+
+    @property
+    def runtime(self) -> str:
+        """``torch`` or ``onnx``: what answers the batches."""
+        return getattr(self.runner, "runtime", "torch")
+
+    def use_runtime(self, runtime: str, *, threads: int = 1, cache_dir: str | Path | None = None) -> ServedModel:
+        """A copy answering with ``runtime`` (``onnx``: the model's ONNX Runtime segments, exported on first use into
+        ``cache_dir`` and run with ``threads`` threads; see :func:`ee_rl.core.runtime.make_runner`)."""
+        runner = make_runner(self.model, runtime, sample=self.model_input(self.example_batch(1)), threads=threads,
+                             cache_dir=cache_dir)
+        return dataclasses.replace(self, runner=None if runtime == "torch" else runner,
+                                   info={**self.info, "runtime": runtime})
+
+    @property
+    def _inference(self) -> ConditionalInference:
+        return self.model if self.runner is None else self.runner
 
     @property
     def num_ics(self) -> int:
@@ -94,7 +117,7 @@ class ServedModel:
 
         Blocks come in exit order; their ``items`` (indices into ``x``) partition ``0..len(x)-1``.
         """
-        for chunk in self.model.infer_iter(x, self.rule):
+        for chunk in self._inference.infer_iter(x, self.rule):
             probs = chunk.log_probs.float().exp().cpu().numpy()
             yield AnswerBlock(
                 items=chunk.rows.cpu().numpy(),
@@ -111,7 +134,7 @@ class ServedModel:
         """
         parts = []
         for start in range(0, len(wire), batch_size):
-            out = self.model.infer(self.model_input(wire[start : start + batch_size]), self.rule)
+            out = self._inference.infer(self.model_input(wire[start : start + batch_size]), self.rule)
             parts.append(
                 (out.log_probs.float().exp().cpu().numpy(), out.exit_index.cpu().numpy(), out.flops.cpu().numpy())
             )

@@ -15,6 +15,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,8 +33,12 @@ from ee_rl.core import (
     rule_for_method,
     score_cost_curve,
 )
+from ee_rl.core.runtime import make_runner
 from ee_rl.errors import UserError
 from ee_rl.vision.data import ImageSplit
+
+if TYPE_CHECKING:
+    from ee_rl.core.onnx_runner import OnnxEarlyExitRunner
 
 BUDGETS = (0.25, 0.5, 0.75, 1.0)
 #: Budget-table keys of the core's ``budget_table`` → the ``budget`` column of the CSV files.
@@ -43,14 +48,21 @@ NO_EARLY_EXIT_TAU = 2.0  # any τ > 1: no IC can be confident enough, no head ru
 
 @torch.no_grad()
 def collect_all_exits(
-    model: EarlyExitModel, split: ImageSplit, batch_size: int, device: str | torch.device = "cpu"
+    model: EarlyExitModel,
+    split: ImageSplit,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    runner: OnnxEarlyExitRunner | None = None,
 ) -> tuple[AllExits, torch.Tensor]:
-    """Run every exit on the whole split (no augmentation, split order); return the outputs on CPU and the labels."""
+    """Run every exit on the whole split (no augmentation, split order); return the outputs on CPU and the labels.
+
+    ``runner`` (an ONNX Runtime runner of ``model``) computes the outputs with the exported graphs instead.
+    """
     parts: list[AllExits] = []
     targets: list[torch.Tensor] = []
     model.eval()
     for x, y in split.batches(batch_size, device=device):
-        out = model.all_exits(x)
+        out = model.all_exits(x) if runner is None else runner.all_exits(x)
         parts.append(
             AllExits(
                 ic_logits=out.ic_logits.float().cpu(),
@@ -151,11 +163,13 @@ def evaluate_seed(
     *,
     batch_size: int = 500,
     device: str | torch.device = "cpu",
+    runtime: str = "torch",
 ) -> SeedEvaluation:
     """Evaluate ``methods`` on one seed from one all-exits pass per trained variant in ``models``.
 
     ``models`` maps variant names (``sdn``, ``ztw``, ablations) to models on that seed's frozen backbone; ``pbee``
-    uses ``models["sdn"]``.
+    uses ``models["sdn"]``. ``runtime`` ``onnx`` computes the passes with the models' ONNX Runtime segments (the
+    graphs a deployment runs, exported into the user's cache; CPU only).
     """
     cache: dict[str, tuple[AllExits, ExitCosts, torch.Tensor]] = {}
     result: SeedEvaluation | None = None
@@ -165,8 +179,13 @@ def evaluate_seed(
             raise UserError(f"method {method!r} needs the trained '{source}' exits for seed {seed}")
         if source not in cache:
             model = models[source]
-            outputs, targets = collect_all_exits(model, split, batch_size, device)
             sample = next(split.batches(1))[0]
+            runner = None
+            if runtime != "torch":
+                if torch.device(device).type != "cpu":
+                    raise UserError(f"--runtime {runtime} runs on the CPU: use --device cpu")
+                runner = make_runner(model, runtime, sample=sample, threads=torch.get_num_threads())
+            outputs, targets = collect_all_exits(model, split, batch_size, device, runner)
             costs = model.to("cpu").exit_costs(sample)
             model.to(device)
             cache[source] = (outputs, costs, targets)

@@ -62,6 +62,7 @@ class ExperimentSpec:
         train_missing: train whatever a seed lacks (with resume) instead of failing.
         weights / transfer: passed to training of missing runs.
         command: the command line, recorded in ``summary.json``.
+        runtime: what computes the evaluation passes: ``torch`` or ``onnx`` (the exported segments).
     """
 
     dataset: str
@@ -78,6 +79,7 @@ class ExperimentSpec:
     weights: Path | None = None
     transfer: bool = False
     command: str = ""
+    runtime: str = "torch"
     extra_info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,7 +136,8 @@ def evaluate_experiment(spec: ExperimentSpec, executor: Executor | None = None) 
                 raise UserError(f"{run_dir / f'exits-{v}.pt'} is for {record['dataset']}/{record['arch']}")
             models[v] = model.to(device)
         results.append(evaluate_seed(seed, models, data.test, spec.methods,
-                                     batch_size=spec.config.eval_batch_size, device=device))
+                                     batch_size=spec.config.eval_batch_size, device=device,
+                                     runtime=spec.runtime))
         timings[str(seed)]["eval_s"] = time.perf_counter() - t1
     summary = write_report(spec, results)
     summary["wall_time_s"] = {"total": time.perf_counter() - started, "per_seed": timings}

@@ -90,3 +90,27 @@ def test_assign_exits_takes_the_first_exit_that_fires() -> None:
 def test_bad_input_raises_value_error(build) -> None:
     with pytest.raises(ValueError):
         build()
+
+
+def test_numpy_decisions_equal_torch_decisions_including_ties():
+    """should_exit_numpy (what numpy runtimes call) decides every row as should_exit does, ties at the threshold
+    included (both compare in the log-probs' dtype)."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    log_probs = torch.log_softmax(3 * torch.randn((400, 6), generator=g), dim=-1)
+    tau = 0.6
+    tied = torch.log_softmax(torch.tensor([[0.0, -10.0, -10.0, -10.0, -10.0, -10.0]]), dim=-1)
+    # rows whose max log-prob is log(tau) rounded to float32: the tie the two paths must break alike
+    tied[0, 0] = torch.tensor(math.log(tau), dtype=torch.float64).float()
+    log_probs = torch.cat((log_probs, tied.expand(3, 6)))
+    history = torch.randint(0, 6, (log_probs.shape[0], 2), generator=g)
+    history[:50] = log_probs[:50].argmax(-1, keepdim=True)  # some rows agree with the current argmax
+    rules = [MaxProbExit(tau), MaxProbExit(0.0), MaxProbExit(2.0), PerExitThresholds((0.3, 0.6, 0.95)),
+             PatienceExit(0), PatienceExit(1), PatienceExit(2), EntropyExit(0.8)]
+    for rule in rules:
+        for m in range(3):
+            h = history[:, :m] if rule.needs_history else None
+            expected = rule.should_exit(m, log_probs, h).numpy()
+            got = rule.should_exit_numpy(m, log_probs.numpy(), None if h is None else h.numpy())
+            assert got.dtype == np.bool_ and np.array_equal(got, expected), (rule, m)

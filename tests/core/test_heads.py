@@ -141,3 +141,23 @@ def test_cascade_input_changes_the_next_ic() -> None:
 def test_bad_input_raises_value_error(call) -> None:
     with pytest.raises(ValueError):
         call()
+
+
+@pytest.mark.parametrize("hw", [(3, 3), (5, 7), (4, 4), (9, 2), (1, 1)])
+def test_adaptive_pools_by_windows_equal_torchs_adaptive_pools(hw):
+    from ee_rl.core.heads import adaptive_pools_by_windows
+
+    x = torch.randn(3, 5, *hw)
+    avg, mx = adaptive_pools_by_windows(x, 4)
+    torch.testing.assert_close(avg, F.adaptive_avg_pool2d(x, 4), rtol=0, atol=1e-6)
+    assert torch.equal(mx, F.adaptive_max_pool2d(x, 4))
+
+
+def test_sdn_pool_prepared_for_export_gives_the_same_values():
+    pool = SDNPool(4)
+    with torch.no_grad():
+        pool.gamma_logit.fill_(0.3)
+    x = torch.randn(2, 3, 3, 3)  # 3x3 -> 4x4: irregular windows, the adaptive pools' path
+    before = pool(x)
+    pool.prepare_for_export()
+    torch.testing.assert_close(pool(x), before, rtol=0, atol=1e-6)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ee_rl.core import MaxProbExit
+from ee_rl.core import MaxProbExit, forced_exit_rule
 from ee_rl.rl import agent_latency
 from ee_rl.rl.checkpoint import load_model
 from ee_rl.rl.policy import agent_paths, load_early_exit_agent
@@ -59,19 +59,29 @@ def test_latency_rows_and_costs_on_recorded_states(agent_dir, monkeypatch):
     # Per-state answers, one state per call: an independent path to the shares the report gives for the batch.
     singles = [policy.act(s[None], rule) for s in flat]
 
-    # Each path costs 400 ns per call plus its own ns per observation (the early-exit agent: 200 ns for this rule).
-    per_obs = {"sb3_predict": 900, "expert_runner": 600, "early_exit": 200}
+    # Each path costs 400 ns per call plus its own ns per observation (the early-exit agent: 200 ns for this rule;
+    # forced out at IC 1 / IC 2: 250 / 450 ns).
+    per_obs = {"sb3_predict": 900, "expert_runner": 600, "exit1": 250, "exit2": 450, "early_exit": 200}
+    forced = {repr(forced_exit_rule(2, m)): f"exit{m + 1}" for m in range(2)}
+
+    def act_cost(obs, r):
+        path = "early_exit" if r is rule else forced.get(repr(r), "expert_runner")
+        return 400 + per_obs[path] * len(obs)
+
     clock = FakeClock()
     monkeypatch.setattr(expert, "predict", clock.charging(expert.predict, lambda obs: 400 + 900 * len(obs)))
-    monkeypatch.setattr(policy, "act", clock.charging(
-        policy.act, lambda obs, r: 400 + (per_obs["early_exit"] if r is rule else per_obs["expert_runner"]) * len(obs)
-    ))
+    monkeypatch.setattr(policy, "act", clock.charging(policy.act, act_cost))
     report = agent_latency.measure_agent_latency(
         policy, expert, rule, states, threads=(1, 2), repeats=2, warmup=0, clock=clock
     )
+    paths = ("sb3_predict", "expert_runner", "exit1", "exit2", "early_exit")
     assert [(r.path, r.threads, r.batch) for r in report.rows] == [
-        (p, t, b) for t in (1, 2) for b in (1, 2) for p in agent_latency.PATHS
+        (p, t, b) for t in (1, 2) for b in (1, 2) for p in paths
     ]
+    assert {r.runtime for r in report.rows} == {"sb3", "torch"}
+    summary = report.summary()[0]
+    assert summary["exit_us"] == pytest.approx([(400 + 250) / 1e3, (400 + 450) / 1e3])
+    assert summary["exit_speedup_vs_full"] == pytest.approx([1000 / 650, 1000 / 850])
     for r in report.rows:
         # batch 1: 6 calls of 1 state; batch 2: 3 calls of 2 states; 6 decisions either way
         expected_us = (400 + per_obs[r.path] * r.batch) / r.batch / 1e3
@@ -99,7 +109,8 @@ def test_bench_script_agent_mode(agent_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["bench_latency.py", *args])
     module.main()
     data = json.loads(out.read_text())
-    assert data["method"] == "sdn" and data["threshold"] == 0.5 and len(data["rows"]) == 6
+    # per batch size (1, 2): SB3's predict, the full network, IC 1 and IC 2 forced, the agent's rule
+    assert data["method"] == "sdn" and data["threshold"] == 0.5 and len(data["rows"]) == 10
     assert "early_exit" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", ["bench_latency.py", "--agent", str(tmp_path / "none")])
     with pytest.raises(SystemExit) as exc:

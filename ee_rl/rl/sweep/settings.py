@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.core import FULL, is_patience_method
+from ee_rl.core.runtime import RUNTIMES
 from ee_rl.errors import UserError
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.envs import MAX_EPISODE_FRAMES
@@ -28,6 +29,7 @@ class PlaySettings:
         max_episode_frames: emulator frames after which a game is cut (ALE's 108,000; tests play short games).
         torch_threads: torch intra-op threads while playing.
         ale_threads: native threads stepping the emulators.
+        runtime: what answers the decisions: ``torch`` or ``onnx`` (ONNX Runtime segments, ``torch_threads`` threads).
     """
 
     episodes: int
@@ -37,6 +39,7 @@ class PlaySettings:
     max_episode_frames: int = MAX_EPISODE_FRAMES
     torch_threads: int = 1
     ale_threads: int = 1
+    runtime: str = "torch"
 
     @property
     def cpus(self) -> int:
@@ -60,6 +63,8 @@ class SweepSettings:
         max_episode_frames: emulator frames after which a game is cut (ALE's 108,000 = 30 minutes of play).
         torch_threads: torch intra-op threads while playing (the µs per decision depend on it).
         ale_threads: native threads stepping a setting's emulators.
+        runtime: what answers the decisions: ``torch`` or ``onnx`` (returns, costs and exit rates are the same;
+            the µs per decision are not).
         workers: settings played at once by the process executor (returns, costs and exit rates do not depend on
             it; the µs per decision do, as the workers share the machine: use 1 for clean timings).
     """
@@ -74,6 +79,7 @@ class SweepSettings:
     max_episode_frames: int = MAX_EPISODE_FRAMES
     torch_threads: int = 1
     ale_threads: int = 1
+    runtime: str = "torch"
     workers: int = 1
 
     def validate(self) -> SweepSettings:
@@ -98,6 +104,8 @@ class SweepSettings:
                 raise UserError(f"patience values must be non-negative integers, got {p!r}")
         require_positive_ints(self, ("episodes", "n_envs", "max_episode_frames", "torch_threads", "ale_threads",
                                      "workers"))
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if not 0.0 <= self.sticky_prob < 1.0:
             raise UserError(f"sticky_prob must be in [0, 1), got {self.sticky_prob}")
         return self
@@ -107,7 +115,7 @@ class SweepSettings:
         return PlaySettings(
             episodes=self.episodes, n_envs=self.n_envs, seed=self.seed, sticky_prob=self.sticky_prob,
             max_episode_frames=self.max_episode_frames, torch_threads=self.torch_threads,
-            ale_threads=self.ale_threads,
+            ale_threads=self.ale_threads, runtime=self.runtime,
         )
 
 

@@ -45,9 +45,17 @@ class AgentBytes:
 
 
 @functools.lru_cache(maxsize=4)
-def load_player(expert: bytes, heads: bytes | None, method: str, game: str) -> EarlyExitPolicy:
+def load_player(
+    expert: bytes, heads: bytes | None, method: str, game: str, runtime: str = "torch", threads: int = 1
+) -> EarlyExitPolicy:
     """The agent that plays ``method``'s settings, from the bytes of its files (kept for the next setting of this
-    worker). ``heads`` None: the full policy, which runs no head (untrained SDN heads stand in for them)."""
+    worker), answering with ``runtime`` (ONNX Runtime: ``threads`` threads, graphs cached in the user's cache, as the
+    files here are temporary). ``heads`` None: the full policy, which runs no head (untrained SDN heads stand in
+    for them)."""
+    return _load_player(expert, heads, method, game).use_runtime(runtime, threads=threads)
+
+
+def _load_player(expert: bytes, heads: bytes | None, method: str, game: str) -> EarlyExitPolicy:
     from ee_rl.core.method import exit_method
     from ee_rl.rl.checkpoint import load_model, weights_sha256
     from ee_rl.rl.games import rom_id
@@ -72,7 +80,8 @@ def play_setting(
     """Task: play one setting of a sweep (``heads`` None for the full policy, method :data:`EXPERT`) and measure it,
     with ``play.torch_threads`` intra-op threads."""
     with torch_threads(play.torch_threads):
-        return evaluate_setting(load_player(expert, heads, method, game), method, threshold, game, play)
+        player = load_player(expert, heads, method, game, play.runtime, play.torch_threads)
+        return evaluate_setting(player, method, threshold, game, play)
 
 
 def play_settings(
