@@ -2,8 +2,9 @@
 not exit go on, so an early exit really skips the rest of the network.
 
 :class:`OnnxEarlyExitRunner` keeps :meth:`EarlyExitModel.infer`'s contract (the same :class:`ExitRule` objects,
-batch shrinking, per-row exit index and FLOPs, :class:`ExitChunk` streaming); the rule's decisions are taken on the
-segments' outputs, viewed as torch tensors without a copy.
+batch shrinking, per-row exit index and FLOPs, :class:`ExitChunk` streaming). The loop itself runs in numpy
+(:meth:`ExitRule.should_exit_numpy`): at batch 1 each eager-torch op costs microseconds, more after ONNX Runtime
+has run, so the acting path (:meth:`OnnxEarlyExitRunner.infer_arrays`) runs none.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from ee_rl.core.exits import ExitRule
 from ee_rl.core.flops import ExitCosts
 from ee_rl.core.model import AllExits, EarlyExitModel, EarlyExitOutput, ExitChunk
-from ee_rl.core.onnx_export import BACKBONE, segment_specs
+from ee_rl.core.onnx_export import segment_specs
 from ee_rl.errors import UserError
 
 #: What to install when onnxruntime is missing.
@@ -60,7 +61,8 @@ class OnnxEarlyExitRunner:
         directory: the folder :func:`ee_rl.core.onnx_export.load_or_export_segments` returned for it.
         threads: ORT intra-op threads per session.
 
-    Inputs are CPU tensors of the dtype and per-sample shape the segments were exported for.
+    Inputs are CPU tensors (or, for :meth:`infer_arrays`, numpy arrays) of the dtype and per-sample shape the
+    segments were exported for.
     """
 
     runtime = "onnx"
@@ -80,10 +82,15 @@ class OnnxEarlyExitRunner:
             ]
         except Exception as exc:  # ORT raises its own exception types for unreadable graphs
             raise UserError(f"cannot load the ONNX segments in {directory}: {exc}") from None
+        for spec, session in zip(specs, self._sessions):
+            inputs = tuple(i.name for i in session.get_inputs())
+            outputs = tuple(o.name for o in session.get_outputs())
+            if inputs != spec.inputs or outputs != spec.outputs:  # e.g. written by an older export format
+                raise UserError(f"{directory / spec.name}.onnx has inputs {inputs} and outputs {outputs}, expected "
+                                f"{spec.inputs} and {spec.outputs}")
         self._backbone = self._sessions[-1]
         self._final = self._sessions[-2]
         self._exit_sessions = self._sessions[:-2]
-        assert specs[-1].name == BACKBONE
         self._num_ics = model.num_ics
         self._cascade = tuple(bool(getattr(h, "cascade_in", 0)) for h in model.heads)
         self._ensembles = model.ensembles is not None
