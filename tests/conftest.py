@@ -26,6 +26,16 @@ def single_thread_session() -> Iterator[None]:
     yield from _one_torch_thread()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def user_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user's cache (where ONNX graphs of models without a folder of their own are exported) in a temporary
+    folder, so the tests write nothing into the home directory. Subprocesses inherit it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def single_thread() -> Iterator[None]:
     """Run each test with one intra-op thread (restored afterwards), whatever the previous test left."""
