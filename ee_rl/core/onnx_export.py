@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ee_rl.core.fingerprint import state_dict_sha256
+from ee_rl.core.fingerprint import file_sha256, state_dict_sha256
 from ee_rl.core.model import EarlyExitModel
 from ee_rl.errors import UserError
 
@@ -160,14 +160,6 @@ def export_key(model: EarlyExitModel, sample: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Silence the exporter's progress prints, warnings and log lines (they are not the user's business)."""
@@ -185,6 +177,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def require_exporter() -> None:
+    """Raise a one-line :class:`UserError` naming the extra to install if the exporter's packages are missing."""
     for module in ("onnx", "onnxscript"):
         try:
             __import__(module)
@@ -234,7 +227,7 @@ def export_segments(model: EarlyExitModel, sample: torch.Tensor, out_dir: str | 
             log_probs.append(outputs[2])
         _export(_FinalSegment(model).eval(), (h,), specs[-2], out_dir, batch)
         _export(_WholeBackbone(model).eval(), (x,), specs[-1], out_dir, batch)
-    return {spec.name: _file_sha256(out_dir / f"{spec.name}.onnx") for spec in specs}
+    return {spec.name: file_sha256(out_dir / f"{spec.name}.onnx") for spec in specs}
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], spec: SegmentSpec, out_dir: Path, batch) -> None:
@@ -270,7 +263,7 @@ def cached_segments_valid(directory: Path, key: str, names: list[str]) -> str | 
         path = directory / f"{name}.onnx"
         if not path.is_file():
             return f"{path.name} is missing"
-        if files.get(name) != _file_sha256(path):
+        if files.get(name) != file_sha256(path):
             return f"{path.name} does not match its manifest (stale or corrupt)"
     return None
 

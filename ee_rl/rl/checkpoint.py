@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
@@ -95,11 +94,4 @@ def meta(model: PPO) -> dict[str, Any]:
     return dict(getattr(model, META_ATTR, None) or {})
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (identifies an expert for the heads trained on it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 

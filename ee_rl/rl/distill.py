@@ -466,7 +466,8 @@ def distill_exits(
     defaults to :func:`ee_rl.rl.envs.make_atari_env`. ``config`` is a YAML file (default ``configs/exits.yaml``) or
     the :class:`DistillConfig` itself; a resumed run keeps its own settings unless one is given.
     """
-    from ee_rl.rl.checkpoint import file_sha256, load_model, weights_sha256
+    from ee_rl.core.fingerprint import file_sha256
+    from ee_rl.rl.checkpoint import load_model, weights_sha256
     from ee_rl.rl.envs import make_atari_env
     from ee_rl.rl.fast_ppo import tune_cpu
     from ee_rl.rl.games import display_name, rom_id

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ee_rl.core.fingerprint import file_sha256 as bytes_sha256
 from ee_rl.errors import UserError
 from ee_rl.rl.stages import (
     EXITS,
@@ -302,7 +303,7 @@ def file_sha256(path: Path) -> str:
 
     if path.suffix == ".zip" and _is_sb3_zip(path):
         return "weights:" + checkpoint.weights_sha256(checkpoint.load_model(path, device="cpu"))
-    return checkpoint.file_sha256(path)
+    return bytes_sha256(path)
 
 
 def _is_sb3_zip(path: Path) -> bool:

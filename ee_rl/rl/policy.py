@@ -444,7 +444,8 @@ def load_early_exit_agent(
     expert) and game; ``game`` (optional, e.g.
     ``Pong``) is checked too. Any mismatch, missing or corrupt file is a one-line :class:`UserError`.
     """
-    from ee_rl.rl.checkpoint import file_sha256, load_model, meta, weights_sha256
+    from ee_rl.core.fingerprint import file_sha256
+    from ee_rl.rl.checkpoint import load_model, meta, weights_sha256
     from ee_rl.rl.games import rom_id
 
     payload = read_agent_heads(heads_path)

@@ -178,7 +178,8 @@ def publish_exits(run_dir: str | Path, agent_dir: str | Path, out_dir: str | Pat
     heads that are not part of the shipped agent (ZTW ablations) beside their own card; sweep them with
     ``scripts/sweep.py --agent AGENT_DIR --heads-dir OUT_DIR``.
     """
-    from ee_rl.rl.checkpoint import file_sha256, load_model, weights_sha256
+    from ee_rl.core.fingerprint import file_sha256
+    from ee_rl.rl.checkpoint import load_model, weights_sha256
     from ee_rl.rl.games import display_name
 
     run_dir, agent_dir = Path(run_dir), Path(agent_dir)

@@ -1,4 +1,4 @@
-"""state_dict_sha256: the same weights give the same hash whatever their device, layout or container."""
+"""state_dict_sha256: the same weights give the same hash whatever their device, layout or container; file_sha256."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import torch
 
-from ee_rl.core.fingerprint import state_dict_sha256
+from ee_rl.core.fingerprint import file_sha256, state_dict_sha256
 
 
 def test_hash_of_a_one_tensor_state_dict_by_hand() -> None:
@@ -26,3 +26,12 @@ def test_layout_and_key_order_do_not_count_but_values_names_and_dtypes_do() -> N
     renamed = {("b" if k == "bias" else k): v for k, v in plain.items()}
     doubled = {k: v.double() for k, v in plain.items()}
     assert len({reference, *map(state_dict_sha256, (nudged, renamed, doubled))}) == 4
+
+
+def test_file_sha256_reads_in_blocks_and_equals_the_bytes_hash(tmp_path):
+    data = bytes(range(256)) * 5000  # 1.28 MB: more than one 1 MiB block
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data[:-1] + b"\x00")
+    assert file_sha256(path) != hashlib.sha256(data).hexdigest()

@@ -17,6 +17,7 @@ pytest.importorskip("onnxscript")
 
 from ee_rl.core import MaxProbExit, PatienceExit, PerExitThresholds, forced_exit_rule  # noqa: E402
 from ee_rl.core import onnx_export  # noqa: E402
+from ee_rl.core.fingerprint import file_sha256  # noqa: E402
 from ee_rl.core.onnx_runner import OnnxEarlyExitRunner  # noqa: E402
 from ee_rl.core.runtime import check_runtime, make_runner  # noqa: E402
 from ee_rl.errors import UserError  # noqa: E402
@@ -221,7 +222,7 @@ def test_cache_is_reused_and_never_used_stale(tmp_path, monkeypatch):
     import json
 
     data = json.loads(manifest)
-    data["files"]["segment0"] = onnx_export._file_sha256(bad)
+    data["files"]["segment0"] = file_sha256(bad)
     (changed / onnx_export.MANIFEST).write_text(json.dumps(data))
     runner = make_runner(model, "onnx", sample=x[:1], cache_dir=tmp_path)
     assert calls[0] == 4

@@ -11,7 +11,8 @@ import torch
 
 from ee_rl.core.method import exit_method
 from ee_rl.errors import UserError
-from ee_rl.rl.checkpoint import META_ATTR, file_sha256, load_model, save_model_atomic, weights_sha256
+from ee_rl.core.fingerprint import file_sha256
+from ee_rl.rl.checkpoint import META_ATTR, load_model, save_model_atomic, weights_sha256
 from ee_rl.rl.distill import (
     DistillConfig,
     agreement_with_expert,

@@ -12,7 +12,8 @@ from ee_rl.core import InternalClassifier, MaxProbExit, PatienceExit
 from ee_rl.core.ensemble import AdditiveEnsemble, GeometricEnsemble
 from ee_rl.core.method import SDN, exit_method
 from ee_rl.errors import UserError
-from ee_rl.rl.checkpoint import META_ATTR, file_sha256, load_model, save_model_atomic, weights_sha256
+from ee_rl.core.fingerprint import file_sha256
+from ee_rl.rl.checkpoint import META_ATTR, load_model, save_model_atomic, weights_sha256
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo
 from ee_rl.rl.policy import (

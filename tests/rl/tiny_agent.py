@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ee_rl.core.method import exit_method
-from ee_rl.rl.checkpoint import META_ATTR, file_sha256, save_model_atomic
+from ee_rl.core.fingerprint import file_sha256
+from ee_rl.rl.checkpoint import META_ATTR, save_model_atomic
 from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.expert import ExpertConfig, build_ppo
 from ee_rl.rl.policy import EarlyExitPolicy, save_exit_heads
