@@ -43,6 +43,12 @@ class Ensemble(nn.Module):
         self.log_w = nn.Parameter(log_w)
         self.log_b = nn.Parameter(torch.zeros(num_classes))
         self._weight_column_constant: DerivedConstant[torch.Tensor] = DerivedConstant(_exp_column)
+        self._for_export = False
+
+    def prepare_for_export(self) -> None:
+        """Combine the members with ops an ONNX graph runs well (see the subclasses' ``forward``); called by
+        :func:`ee_rl.core.onnx_export.export_segments` on the copy it traces."""
+        self._for_export = True
 
     @property
     def weights(self) -> torch.Tensor:
@@ -89,6 +95,15 @@ class GeometricEnsemble(Ensemble):
 
     def forward(self, log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Combine ``num_members`` log-prob tensors ``(B, K)`` into the ensemble's log-probs ``(B, K)``."""
+        if self._for_export:
+            # Scaled members summed: no stack / matmul / squeeze nodes in an exported graph (same values up to
+            # float rounding).
+            if len(log_probs) != self.num_members:
+                raise ValueError(f"{type(self).__name__} combines {self.num_members} members, got {len(log_probs)}")
+            scores = self._parameters["log_b"]
+            for w, lp in zip(self.weights.unbind(0), log_probs):
+                scores = scores + w * lp
+            return torch.log_softmax(scores, dim=-1)
         stacked = self._stack(log_probs)
         # A matmul (not an elementwise sum) so FlopCounterMode charges the weighted sum to the ensemble.
         scores = (stacked @ self._weight_column()).squeeze(-1) + self._parameters["log_b"]

@@ -43,20 +43,36 @@ def _adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
 
 
 def adaptive_pools_by_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(adaptive_avg_pool2d(x, size), adaptive_max_pool2d(x, size))`` from one slice per window.
+    """``(adaptive_avg_pool2d(x, size), adaptive_max_pool2d(x, size))`` with a few ops an ONNX exporter can trace.
 
-    The same windows and values with only slicing and reductions, which ONNX exporters can trace for any input size
-    (ONNX has no adaptive pooling; irregular windows, e.g. 3x3 -> 4x4, have no plain-pool equivalent).
+    ONNX has no adaptive pooling, and irregular windows (e.g. 3x3 -> 4x4) have no plain-pool equivalent. The same
+    windows here: the averages as two matrix products with per-window weights ``1 / len``, the maxima as a gather of
+    each window's rows (short windows repeat their last index, which does not change a maximum) then a reduction,
+    once per spatial axis. Maxima are exact; averages equal torch's up to float rounding.
     """
-    rows, cols = _adaptive_windows(x.shape[2], size), _adaptive_windows(x.shape[3], size)
-    avg, mx = [], []
-    for r0, r1 in rows:
-        for c0, c1 in cols:
-            window = x[:, :, r0:r1, c0:c1]
-            avg.append(window.mean(dim=(2, 3)))
-            mx.append(window.amax(dim=(2, 3)))
-    shape = (x.shape[0], x.shape[1], size, size)
-    return torch.stack(avg, dim=-1).reshape(shape), torch.stack(mx, dim=-1).reshape(shape)
+    height, width = x.shape[2], x.shape[3]
+    avg = _window_means(height, size, x.dtype, x.device) @ x @ _window_means(width, size, x.dtype, x.device).T
+    rows, k_rows = _window_indices(height, size, x.device)
+    mx = x.index_select(2, rows).unflatten(2, (size, k_rows)).amax(dim=3)
+    cols, k_cols = _window_indices(width, size, x.device)
+    mx = mx.index_select(3, cols).unflatten(3, (size, k_cols)).amax(dim=4)
+    return avg, mx
+
+
+def _window_means(n: int, out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(out, n)``: row i averages adaptive window i."""
+    weights = torch.zeros((out, n), dtype=dtype, device=device)
+    for i, (start, end) in enumerate(_adaptive_windows(n, out)):
+        weights[i, start:end] = 1.0 / (end - start)
+    return weights
+
+
+def _window_indices(n: int, out: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Every window's indices, each padded to the longest window by repeating its last index, concatenated."""
+    windows = _adaptive_windows(n, out)
+    longest = max(end - start for start, end in windows)
+    index = [min(start + j, end - 1) for start, end in windows for j in range(longest)]
+    return torch.tensor(index, dtype=torch.long, device=device), longest
 
 
 class SDNPool(nn.Module):
@@ -78,10 +94,9 @@ class SDNPool(nn.Module):
         self._for_export = False
 
     def prepare_for_export(self) -> None:
-        """Pool irregular windows with slices and reductions from now on (see :func:`adaptive_pools_by_windows`).
-
-        Called by :func:`ee_rl.core.onnx_export.export_segments` on the copy it traces; same values.
-        """
+        """Use ops an ONNX graph runs well from now on: irregular windows by :func:`adaptive_pools_by_windows`, the
+        mix as ``mx + g * (avg - mx)``. Called by :func:`ee_rl.core.onnx_export.export_segments` on the copy it
+        traces; the same values up to float rounding."""
         self._for_export = True
 
     @property
@@ -115,7 +130,10 @@ class SDNPool(nn.Module):
             kernel, stride = windows
             avg = F.avg_pool2d(x, kernel, stride)
             mx = torch.max_pool2d(x, kernel, stride)  # the C op, without F.max_pool2d's Python dispatch layer
-        # lerp(mx, avg, g) = mx + g * (avg - mx) = g * avg + (1 - g) * mx, in one op.
+        # lerp(mx, avg, g) = mx + g * (avg - mx) = g * avg + (1 - g) * mx, in one op (ONNX has no lerp: its export
+        # is six nodes with a Where, so exported graphs get the three-op formula).
+        if self._for_export:
+            return mx + self._gamma_for_forward() * (avg - mx)
         return torch.lerp(mx, avg, self._gamma_for_forward())
 
 

@@ -41,7 +41,7 @@ from ee_rl.errors import UserError
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the segment graphs' inputs, outputs or contents change: old caches are then re-exported.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 #: ONNX opset of the exported graphs.
 OPSET = 18
 MANIFEST = "manifest.json"
