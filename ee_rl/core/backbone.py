@@ -19,6 +19,20 @@ class UInt8ToUnitFloat(nn.Module):
         """Return ``x / 255`` as a floating tensor (a new tensor; the input is never modified)."""
         return torch.div(x, 255.0)
 
+    def foldable_scale(self) -> tuple[float, nn.Module]:
+        """This preprocess is a pure scaling: ``(1 / 255, a module that only converts to float32)``, so an exporter
+        may fold the scale into the first convolution's weights (exact up to float rounding: zero padding stays
+        zero under a scaling)."""
+        return 1.0 / 255.0, ToFloat32()
+
+
+class ToFloat32(nn.Module):
+    """``x`` as float32 (the pixels unscaled: what is left of :class:`UInt8ToUnitFloat` once its scale is folded)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x.float()``."""
+        return x.float()
+
 
 class StagedBackbone(nn.Module):
     """A pre-trained network described as ``preprocess -> stages[0] -> ... -> stages[-1] -> head``.

@@ -41,7 +41,7 @@ from ee_rl.errors import UserError
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the segment graphs' inputs, outputs or contents change: old caches are then re-exported.
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
 #: ONNX opset of the exported graphs.
 OPSET = 18
 MANIFEST = "manifest.json"
@@ -206,6 +206,7 @@ def export_segments(model: EarlyExitModel, sample: torch.Tensor, out_dir: str | 
         prepare = getattr(module, "prepare_for_export", None)
         if callable(prepare):
             prepare()
+    _fold_input_scale(model)
     x = sample[:2].cpu() if sample.shape[0] >= 2 else sample.cpu().expand(2, *sample.shape[1:]).contiguous()
     batch = torch.export.Dim("batch", min=1)
     specs = segment_specs(model)
@@ -228,6 +229,27 @@ def export_segments(model: EarlyExitModel, sample: torch.Tensor, out_dir: str | 
         _export(_FinalSegment(model).eval(), (h,), specs[-2], out_dir, batch)
         _export(_WholeBackbone(model).eval(), (x,), specs[-1], out_dir, batch)
     return {spec.name: file_sha256(out_dir / f"{spec.name}.onnx") for spec in specs}
+
+
+def _first_conv(stage: nn.Module) -> nn.Conv2d | None:
+    """The convolution a stage starts with (itself, or the first module of a Sequential), if it does."""
+    while isinstance(stage, nn.Sequential) and len(stage) > 0:
+        stage = stage[0]
+    return stage if isinstance(stage, nn.Conv2d) else None
+
+
+def _fold_input_scale(model: EarlyExitModel) -> None:
+    """Fold a preprocess that only scales (``foldable_scale()``, e.g. pixels / 255) into the first convolution's
+    weights: one elementwise op less on the whole input of segment 0 and of the backbone graph. Exact up to float
+    rounding, as zero padding stays zero under a scaling. ``model`` is the export's own copy."""
+    foldable = getattr(model.backbone.preprocess, "foldable_scale", None)
+    conv = _first_conv(model.backbone.stages[0])
+    if not callable(foldable) or conv is None:
+        return
+    scale, replacement = foldable()
+    with torch.no_grad():
+        conv.weight.mul_(scale)
+    model.backbone.preprocess = replacement
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], spec: SegmentSpec, out_dir: Path, batch) -> None:

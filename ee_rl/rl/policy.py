@@ -69,6 +69,10 @@ class ScalePixelsChannelsLast(nn.Module):
         """The same values with ops an ONNX exporter can trace (ONNX graphs have no memory layout to keep)."""
         return UInt8ToUnitFloat()
 
+    def foldable_scale(self) -> tuple[float, nn.Module]:
+        """A pure scaling by 1 / 255, as :meth:`UInt8ToUnitFloat.foldable_scale`."""
+        return UInt8ToUnitFloat().foldable_scale()
+
 
 # --- staging the expert ---------------------------------------------------------------------------------------
 
