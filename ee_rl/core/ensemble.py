@@ -70,11 +70,14 @@ class Ensemble(nn.Module):
             return _exp_column(p)
         return self._weight_column_constant.get(p)
 
-    def _stack(self, log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _check_members(self, log_probs: Sequence[torch.Tensor]) -> None:
         if len(log_probs) != self.num_members:
             raise ValueError(
                 f"{type(self).__name__} combines {self.num_members} members, got {len(log_probs)} log-prob tensors"
             )
+
+    def _stack(self, log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
+        self._check_members(log_probs)
         return torch.stack(tuple(log_probs), dim=-1)  # (B, K, m)
 
 
@@ -98,8 +101,7 @@ class GeometricEnsemble(Ensemble):
         if self._for_export:
             # Scaled members summed: no stack / matmul / squeeze nodes in an exported graph (same values up to
             # float rounding).
-            if len(log_probs) != self.num_members:
-                raise ValueError(f"{type(self).__name__} combines {self.num_members} members, got {len(log_probs)}")
+            self._check_members(log_probs)
             scores = self._parameters["log_b"]
             for w, lp in zip(self.weights.unbind(0), log_probs):
                 scores = scores + w * lp

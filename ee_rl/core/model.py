@@ -115,33 +115,6 @@ def simulate_inference(outputs: AllExits, rule: ExitRule, costs: ExitCosts) -> E
     return EarlyExitOutput(log_probs, exit_index, costs.per_sample(exit_index, rule.never_exits_early))
 
 
-def gather_exit_chunks(
-    chunks: Iterator[ExitChunk], n: int, device: torch.device, cumulative_flops: torch.Tensor
-) -> EarlyExitOutput:
-    """Per-sample outputs from the exit chunks of one batch-shrinking pass (any runtime's).
-
-    Args:
-        chunks: the :class:`ExitChunk` s of one pass over ``n`` samples; their ``rows`` partition ``0..n-1``.
-        n: batch size.
-        device: where the outputs go.
-        cumulative_flops: ``(M + 1,)`` long, the FLOPs of answering at each exit (``ExitCosts.cumulative``).
-    """
-    first = next(chunks)
-    if first.rows.shape[0] == n:
-        # Everyone leaves together (always the case at batch 1): no scatter needed.
-        return EarlyExitOutput(
-            first.log_probs,
-            torch.full((n,), first.exit_index, dtype=torch.long, device=device),
-            torch.full((n,), first.flops, dtype=torch.long, device=device),
-        )
-    out_log_probs = first.log_probs.new_empty((n, first.log_probs.shape[1]))
-    out_exit = torch.empty((n,), dtype=torch.long, device=device)
-    for chunk in itertools.chain((first,), chunks):
-        out_log_probs.index_copy_(0, chunk.rows, chunk.log_probs)
-        out_exit.index_fill_(0, chunk.rows, chunk.exit_index)
-    return EarlyExitOutput(out_log_probs, out_exit, cumulative_flops[out_exit])
-
-
 class EarlyExitModel(nn.Module):
     """A frozen :class:`StagedBackbone` with internal classifiers after chosen stages, and optional ensembles.
 
@@ -293,7 +266,22 @@ class EarlyExitModel(nn.Module):
             return self._gather_chunks(x, rule)
 
     def _gather_chunks(self, x: torch.Tensor, rule: ExitRule) -> EarlyExitOutput:
-        return gather_exit_chunks(self._exit_chunks(x, rule), x.shape[0], x.device, self._cost_entry(x)[2])
+        n = x.shape[0]
+        chunks = self._exit_chunks(x, rule)
+        first = next(chunks)
+        if first.rows.shape[0] == n:
+            # Everyone leaves together (always the case at batch 1): no scatter needed.
+            return EarlyExitOutput(
+                first.log_probs,
+                torch.full((n,), first.exit_index, dtype=torch.long, device=x.device),
+                torch.full((n,), first.flops, dtype=torch.long, device=x.device),
+            )
+        out_log_probs = first.log_probs.new_empty((n, first.log_probs.shape[1]))
+        out_exit = torch.empty((n,), dtype=torch.long, device=x.device)
+        for chunk in itertools.chain((first,), chunks):
+            out_log_probs.index_copy_(0, chunk.rows, chunk.log_probs)
+            out_exit.index_fill_(0, chunk.rows, chunk.exit_index)
+        return EarlyExitOutput(out_log_probs, out_exit, self._cost_entry(x)[2][out_exit])
 
     def infer_iter(self, x: torch.Tensor, rule: ExitRule) -> Iterator[ExitChunk]:
         """Conditional inference that hands over each exit's answers as soon as that exit has run (for streaming).

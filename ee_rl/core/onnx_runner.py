@@ -151,7 +151,7 @@ class OnnxEarlyExitRunner:
 
     def infer(self, x: torch.Tensor, rule: ExitRule) -> EarlyExitOutput:
         """Conditional inference with batch shrinking; the same answers as :meth:`EarlyExitModel.infer`."""
-        self._check(x, rule)
+        self._check_input(x)
         log_probs, exit_index, flops = self.infer_arrays(self._as_numpy(x), rule)
         return EarlyExitOutput(torch.from_numpy(log_probs), torch.from_numpy(exit_index), torch.from_numpy(flops))
 
@@ -159,8 +159,10 @@ class OnnxEarlyExitRunner:
         """:meth:`infer` on a numpy batch, answered in numpy: ``log_probs (B, K)``, ``exit_index (B,)`` and
         ``flops (B,)`` (int64). No eager-torch op runs: the acting hot path of a compiled deployment.
 
-        ``x`` must already have the exported dtype and per-sample shape (see :meth:`infer` for the checks).
+        ``x`` must already have the exported dtype and per-sample shape and hold at least one row (see :meth:`infer`
+        for those checks); ``rule`` is checked here.
         """
+        self._check_rule(rule)
         n = x.shape[0]
         chunks = self._chunks(x, rule)
         m, rows, log_probs, flops = next(chunks)
@@ -177,7 +179,8 @@ class OnnxEarlyExitRunner:
 
     def infer_iter(self, x: torch.Tensor, rule: ExitRule) -> Iterator[ExitChunk]:
         """Each exit's answers as soon as that exit has run, as :meth:`EarlyExitModel.infer_iter` hands them."""
-        self._check(x, rule)
+        self._check_rule(rule)
+        self._check_input(x)
         x_np = self._as_numpy(x)
         n = x_np.shape[0]
 
@@ -202,10 +205,13 @@ class OnnxEarlyExitRunner:
             entry = self._cost_cache[key] = (cumulative, np.array(cumulative, dtype=np.int64), costs.backbone)
         return entry
 
-    def _check(self, x: torch.Tensor, rule: ExitRule) -> None:
+    def _check_rule(self, rule: ExitRule) -> None:
         if not isinstance(rule, ExitRule):
             raise ValueError(f"rule must be an ExitRule (e.g. MaxProbExit(0.9)), got {type(rule).__name__}")
         rule.check_num_ics(self._num_ics)
+
+    @staticmethod
+    def _check_input(x: torch.Tensor) -> None:
         if x.shape[0] == 0:
             raise ValueError("infer needs a batch with at least one sample, got an empty batch")
         if isinstance(x, torch.Tensor) and x.device.type != "cpu":

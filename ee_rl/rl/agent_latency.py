@@ -25,8 +25,6 @@ from ee_rl.rl.envs import make_atari_env
 from ee_rl.rl.evaluate import record_observations
 from ee_rl.rl.policy import EarlyExitPolicy
 
-#: The paths of a runtime besides the forced exits ``exit<m>`` (SB3's predict is timed once, as runtime ``sb3``).
-PATHS = ("sb3_predict", "expert_runner", "early_exit")
 _NO_EXIT = MaxProbExit(float("inf"))
 
 

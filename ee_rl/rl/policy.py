@@ -326,9 +326,6 @@ class EarlyExitPolicy(nn.Module):
         if runner is not self.model and isinstance(obs, np.ndarray):
             # A compiled runtime: numpy in, numpy out, no eager-torch op on the way (each costs µs at batch 1).
             self._check_obs(obs.dtype == np.uint8, obs.dtype, obs.shape)
-            if not isinstance(rule, ExitRule):
-                raise ValueError(f"rule must be an ExitRule (e.g. MaxProbExit(0.9)), got {type(rule).__name__}")
-            rule.check_num_ics(runner.num_ics)
             log_probs, exit_index, flops = runner.infer_arrays(obs, rule)
             return ActResult(actions=log_probs.argmax(axis=-1), exit_index=exit_index, flops=flops,
                              log_probs=log_probs, backbone_flops=runner.backbone_flops(obs))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.core.head_search import SearchSpace, TrainSettings
-from ee_rl.core.runtime import RUNTIMES
+from ee_rl.core.runtime import check_runtime
 from ee_rl.errors import UserError
 
 DEFAULT_CONFIG = CONFIG_DIR / "selfxit.yaml"
@@ -78,8 +78,7 @@ class SelfXitSettings:
             raise UserError("head_lr must be > 0, head_weight_decay and agreement_slack >= 0")
         if not 0.0 <= self.sticky_prob < 1.0:
             raise UserError(f"sticky_prob must be in [0, 1), got {self.sticky_prob}")
-        if self.runtime not in RUNTIMES:
-            raise UserError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        check_runtime(self.runtime)  # known, and installed here
         return self
 
     @property

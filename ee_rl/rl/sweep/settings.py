@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ee_rl.config import CONFIG_DIR, build_dataclass, merged_section, read_yaml, require_positive_ints
 from ee_rl.core import FULL, is_patience_method
-from ee_rl.core.runtime import RUNTIMES
+from ee_rl.core.runtime import check_runtime
 from ee_rl.errors import UserError
 from ee_rl.rl.games import display_name, rom_id
 from ee_rl.rl.envs import MAX_EPISODE_FRAMES
@@ -104,8 +104,7 @@ class SweepSettings:
                 raise UserError(f"patience values must be non-negative integers, got {p!r}")
         require_positive_ints(self, ("episodes", "n_envs", "max_episode_frames", "torch_threads", "ale_threads",
                                      "workers"))
-        if self.runtime not in RUNTIMES:
-            raise UserError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        check_runtime(self.runtime)  # known, and installed here
         if not 0.0 <= self.sticky_prob < 1.0:
             raise UserError(f"sticky_prob must be in [0, 1), got {self.sticky_prob}")
         return self
