@@ -92,21 +92,25 @@ def test_bad_input_raises_value_error(build) -> None:
         build()
 
 
-def test_numpy_decisions_equal_torch_decisions_including_ties():
-    """should_exit_numpy (what numpy runtimes call) decides every row as should_exit does, ties at the threshold
-    included (both compare in the log-probs' dtype)."""
+def test_numpy_and_row_decisions_equal_torch_decisions_including_ties():
+    """should_exit_numpy and should_exit_row (what numpy runtimes call) decide every row as should_exit does, ties
+    at the threshold included (all compare float32 log-probs with the threshold rounded to float32)."""
     import numpy as np
 
     g = torch.Generator().manual_seed(0)
     log_probs = torch.log_softmax(3 * torch.randn((400, 6), generator=g), dim=-1)
-    tau = 0.6
-    tied = torch.log_softmax(torch.tensor([[0.0, -10.0, -10.0, -10.0, -10.0, -10.0]]), dim=-1)
-    # rows whose max log-prob is log(tau) rounded to float32: the tie the two paths must break alike
-    tied[0, 0] = torch.tensor(math.log(tau), dtype=torch.float64).float()
-    log_probs = torch.cat((log_probs, tied.expand(3, 6)))
+    tau, tau_up = 0.6, 0.7  # float32 rounds log(0.6) down and log(0.7) up: a float64 comparison fails one of them
+    ties = []
+    for t in (tau, tau_up):
+        tied = torch.log_softmax(torch.tensor([[0.0, -10.0, -10.0, -10.0, -10.0, -10.0]]), dim=-1)
+        # rows whose max log-prob is log(t) rounded to float32: the tie every path must break alike
+        tied[0, 0] = torch.tensor(math.log(t), dtype=torch.float64).float()
+        ties.append(tied.expand(3, 6))
+    log_probs = torch.cat((log_probs, *ties))
     history = torch.randint(0, 6, (log_probs.shape[0], 2), generator=g)
     history[:50] = log_probs[:50].argmax(-1, keepdim=True)  # some rows agree with the current argmax
-    rules = [MaxProbExit(tau), MaxProbExit(0.0), MaxProbExit(2.0), PerExitThresholds((0.3, 0.6, 0.95)),
+    rules = [MaxProbExit(tau), MaxProbExit(tau_up), MaxProbExit(0.0), MaxProbExit(2.0),
+             PerExitThresholds((0.3, 0.6, 0.95)), PerExitThresholds((0.7, 0.7, 0.6)),
              PatienceExit(0), PatienceExit(1), PatienceExit(2), EntropyExit(0.8)]
     for rule in rules:
         for m in range(3):
@@ -114,3 +118,8 @@ def test_numpy_decisions_equal_torch_decisions_including_ties():
             expected = rule.should_exit(m, log_probs, h).numpy()
             got = rule.should_exit_numpy(m, log_probs.numpy(), None if h is None else h.numpy())
             assert got.dtype == np.bool_ and np.array_equal(got, expected), (rule, m)
+            # one row at a time as Python numbers (what a compiled runtime's batch-1 path calls)
+            rows = log_probs.numpy().tolist()
+            histories = history[:, :m].tolist()
+            by_row = [rule.should_exit_row(m, row, past) for row, past in zip(rows, histories)]
+            assert all(type(d) is bool for d in by_row) and by_row == expected.tolist(), (rule, m)
